@@ -1,0 +1,436 @@
+// infermesh-mock-model: an OpenAI-compatible model server stand-in for tests
+// and benchmarks. It answers /v1/chat/completions, /v1/completions (both
+// streaming over SSE and not), /v1/embeddings, /v1/models and /health with
+// real-shaped bodies and `usage`, and can inject latency and errors.
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <simdjson.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+using asio::ip::tcp;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+struct Options {
+  std::string host = "127.0.0.1";
+  unsigned short port = 0;
+  unsigned threads = 1;
+  std::vector<std::string> models{"mock-model"};
+  std::string name = "mock";
+  int ttft_ms = 0;          // before the first chunk (or the whole answer)
+  int chunk_delay_ms = 0;   // between streamed chunks
+  int chunks = 8;           // completion tokens per answer
+  double rate_429 = 0;
+  double rate_500 = 0;
+  double rate_reset = 0;    // streams cut mid-way by a connection reset
+  int retry_after_s = 1;
+};
+
+Options g_opt;
+std::atomic<std::uint64_t> g_connections{0};
+std::atomic<std::uint64_t> g_requests{0};
+std::atomic<std::int64_t> g_in_flight{0};
+std::atomic<std::uint64_t> g_created{1700000000};
+
+constexpr const char* kWords[] = {"Hello", " from", " the", " infermesh", " mock", " model", ".", " Tokens",
+                                  " stream", " one", " by", " one", " over", " SSE", "."};
+
+double uniform() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0, 1)(rng);
+}
+
+void appendJsonString(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+      continue;
+    }
+    out += c;
+  }
+  out += '"';
+}
+
+std::string errorJson(std::string_view message, std::string_view type, std::string_view code) {
+  std::string out = "{\"error\":{\"message\":";
+  appendJsonString(out, message);
+  out += ",\"type\":";
+  appendJsonString(out, type);
+  out += ",\"param\":null,\"code\":";
+  appendJsonString(out, code);
+  out += "}}";
+  return out;
+}
+
+std::string usageJson(int prompt, int completion) {
+  return "{\"prompt_tokens\":" + std::to_string(prompt) + ",\"completion_tokens\":" + std::to_string(completion) +
+         ",\"total_tokens\":" + std::to_string(prompt + completion) + "}";
+}
+
+struct Request {
+  std::string model;
+  bool stream = false;
+  bool include_usage = false;
+  int prompt_tokens = 0;
+  int max_tokens = 0;
+  int inputs = 1;  // embeddings
+};
+
+// Roughly 4 characters per token, like the usual estimate for English.
+int estimateTokens(std::size_t chars) { return static_cast<int>(chars / 4 + 1); }
+
+bool parseRequest(const std::string& body, Request& r, std::string& error) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(body).get(doc)) {
+    error = "We could not parse the JSON body of your request.";
+    return false;
+  }
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj)) {
+    error = "The request body must be a JSON object.";
+    return false;
+  }
+  std::size_t chars = 0;
+  for (auto f : obj) {
+    if (f.key == "model") {
+      std::string_view m;
+      if (!f.value.get_string().get(m)) r.model = m;
+    } else if (f.key == "stream") {
+      bool b = false;
+      if (!f.value.get_bool().get(b)) r.stream = b;
+    } else if (f.key == "stream_options") {
+      bool b = false;
+      if (!f.value["include_usage"].get_bool().get(b)) r.include_usage = b;
+    } else if (f.key == "max_tokens" || f.key == "max_completion_tokens") {
+      int64_t n = 0;
+      if (!f.value.get_int64().get(n)) r.max_tokens = static_cast<int>(n);
+    } else if (f.key == "messages") {
+      simdjson::dom::array msgs;
+      if (!f.value.get_array().get(msgs))
+        for (auto m : msgs) {
+          std::string_view content;
+          if (!m["content"].get_string().get(content)) chars += content.size();
+        }
+    } else if (f.key == "prompt" || f.key == "input") {
+      std::string_view s;
+      simdjson::dom::array arr;
+      if (!f.value.get_string().get(s)) {
+        chars += s.size();
+      } else if (!f.value.get_array().get(arr)) {
+        r.inputs = 0;
+        for (auto item : arr) {
+          ++r.inputs;
+          if (!item.get_string().get(s)) chars += s.size();
+        }
+      }
+    }
+  }
+  r.prompt_tokens = estimateTokens(chars);
+  return true;
+}
+
+class Session {
+ public:
+  explicit Session(tcp::socket s) : socket_(std::move(s)) {}
+
+  awaitable<void> run() {
+    ++g_connections;
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(64 * 1024 * 1024);
+      auto [ec, n] = co_await http::async_read(socket_, buffer, parser, kTuple);
+      if (ec) co_return;
+      ++g_requests;
+      ++g_in_flight;
+      bool keep = co_await handle(parser.get());
+      --g_in_flight;
+      if (!keep) co_return;
+    }
+  }
+
+ private:
+  awaitable<void> sleep(int ms) {
+    if (ms <= 0) co_return;
+    asio::steady_timer t(socket_.get_executor(), std::chrono::milliseconds(ms));
+    co_await t.async_wait(kTuple);
+  }
+
+  std::string commonHeaders() const {
+    return "x-mock-server: " + g_opt.name + "\r\nendpoint-load-metrics: TEXT named_metrics.queue_depth=" +
+           std::to_string(std::max<std::int64_t>(0, g_in_flight.load() - 1)) + "\r\n";
+  }
+
+  awaitable<bool> writeFull(unsigned status, std::string_view content_type, const std::string& body,
+                            std::string extra = {}) {
+    std::string head = "HTTP/1.1 " + std::to_string(status) + " " +
+                       std::string(http::obsolete_reason(static_cast<http::status>(status))) +
+                       "\r\ncontent-type: " + std::string(content_type) +
+                       "\r\ncontent-length: " + std::to_string(body.size()) + "\r\n" + commonHeaders() + extra +
+                       "\r\n";
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
+    auto [ec, n] = co_await asio::async_write(socket_, bufs, kTuple);
+    co_return !ec;
+  }
+
+  awaitable<bool> writeChunk(std::string_view data) {
+    char size[24];
+    int len = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    std::array<asio::const_buffer, 3> bufs{asio::buffer(size, static_cast<std::size_t>(len)), asio::buffer(data),
+                                           asio::buffer("\r\n", 2)};
+    auto [ec, n] = co_await asio::async_write(socket_, bufs, kTuple);
+    co_return !ec;
+  }
+
+  bool servesModel(const std::string& m) const {
+    for (const auto& x : g_opt.models)
+      if (x == m) return true;
+    return false;
+  }
+
+  awaitable<bool> handle(http::request<http::string_body>& req) {
+    const std::string target(req.target());
+    const bool keep = req.keep_alive();
+    if (target == "/health") co_return co_await writeFull(200, "text/plain", "ok\n") && keep;
+    if (target == "/mock/stats") {
+      std::string body = "{\"connections\":" + std::to_string(g_connections.load()) +
+                         ",\"requests\":" + std::to_string(g_requests.load()) + "}";
+      co_return co_await writeFull(200, "application/json", body) && keep;
+    }
+    if (target == "/v1/models") {
+      std::string body = "{\"object\":\"list\",\"data\":[";
+      for (std::size_t i = 0; i < g_opt.models.size(); ++i) {
+        if (i) body += ',';
+        body += "{\"id\":";
+        appendJsonString(body, g_opt.models[i]);
+        body += ",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"infermesh-mock\"}";
+      }
+      body += "]}";
+      co_return co_await writeFull(200, "application/json", body) && keep;
+    }
+    const bool chat = target == "/v1/chat/completions";
+    const bool completion = target == "/v1/completions";
+    const bool embeddings = target == "/v1/embeddings";
+    if (!chat && !completion && !embeddings)
+      co_return co_await writeFull(404, "application/json",
+                                   errorJson("Unknown path " + target, "invalid_request_error", "not_found")) && keep;
+    if (req.method() != http::verb::post)
+      co_return co_await writeFull(405, "application/json",
+                                   errorJson("Use POST", "invalid_request_error", "method_not_allowed")) && keep;
+    Request r;
+    std::string error;
+    if (!parseRequest(req.body(), r, error))
+      co_return co_await writeFull(400, "application/json", errorJson(error, "invalid_request_error", "invalid_json")) && keep;
+    if (r.model.empty())
+      co_return co_await writeFull(400, "application/json",
+                                   errorJson("you must provide a model parameter", "invalid_request_error", "missing_model")) && keep;
+    if (!servesModel(r.model))
+      co_return co_await writeFull(404, "application/json",
+                                   errorJson("The model `" + r.model + "` does not exist", "invalid_request_error",
+                                             "model_not_found")) && keep;
+    if (uniform() < g_opt.rate_429)
+      co_return co_await writeFull(429, "application/json",
+                                   errorJson("Rate limit reached, retry later", "rate_limit_error", "rate_limit_exceeded"),
+                                   "retry-after: " + std::to_string(g_opt.retry_after_s) + "\r\n") && keep;
+    if (uniform() < g_opt.rate_500)
+      co_return co_await writeFull(500, "application/json",
+                                   errorJson("The server had an error while processing your request", "server_error",
+                                             "internal_error")) && keep;
+
+    const std::string id = "chatcmpl-mock" + std::to_string(g_created.fetch_add(1));
+    if (embeddings) {
+      co_await sleep(g_opt.ttft_ms);
+      std::string body = "{\"object\":\"list\",\"data\":[";
+      for (int i = 0; i < r.inputs; ++i) {
+        if (i) body += ',';
+        body += "{\"object\":\"embedding\",\"index\":" + std::to_string(i) +
+                ",\"embedding\":[0.0123,-0.0456,0.0789,0.1011,-0.1213,0.1415,-0.1617,0.1819]}";
+      }
+      body += "],\"model\":";
+      appendJsonString(body, r.model);
+      body += ",\"usage\":{\"prompt_tokens\":" + std::to_string(r.prompt_tokens) +
+              ",\"total_tokens\":" + std::to_string(r.prompt_tokens) + "}}";
+      co_return co_await writeFull(200, "application/json", body) && keep;
+    }
+
+    const int n = r.max_tokens > 0 ? std::min(r.max_tokens, g_opt.chunks) : g_opt.chunks;
+    constexpr int kWordCount = sizeof(kWords) / sizeof(kWords[0]);
+    if (!r.stream) {
+      co_await sleep(g_opt.ttft_ms + g_opt.chunk_delay_ms * std::max(0, n - 1));
+      std::string text;
+      for (int i = 0; i < n; ++i) text += kWords[i % kWordCount];
+      std::string body = "{\"id\":\"" + id + "\",\"object\":\"" + (chat ? "chat.completion" : "text_completion") +
+                         "\",\"created\":1700000000,\"model\":";
+      appendJsonString(body, r.model);
+      body += ",\"choices\":[{\"index\":0,";
+      if (chat) {
+        body += "\"message\":{\"role\":\"assistant\",\"content\":";
+        appendJsonString(body, text);
+        body += "}";
+      } else {
+        body += "\"text\":";
+        appendJsonString(body, text);
+      }
+      body += ",\"finish_reason\":\"" + std::string(n < g_opt.chunks ? "length" : "stop") + "\"}],\"usage\":" +
+              usageJson(r.prompt_tokens, n) + "}";
+      co_return co_await writeFull(200, "application/json", body) && keep;
+    }
+
+    std::string head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+                       "transfer-encoding: chunked\r\n" + commonHeaders() + "\r\n";
+    auto [hec, hn] = co_await asio::async_write(socket_, asio::buffer(head), kTuple);
+    if (hec) co_return false;
+    const bool reset = uniform() < g_opt.rate_reset;
+    co_await sleep(g_opt.ttft_ms);
+    const std::string prefix = "data: {\"id\":\"" + id + "\",\"object\":\"" +
+                               (chat ? "chat.completion.chunk" : "text_completion") +
+                               "\",\"created\":1700000000,\"model\":\"" + r.model + "\",\"choices\":[";
+    for (int i = 0; i < n; ++i) {
+      if (i) co_await sleep(g_opt.chunk_delay_ms);
+      if (reset && i == n / 2) {
+        // Abortive close (RST): what a crashing model server looks like.
+        socket_.set_option(asio::socket_base::linger(true, 0));
+        socket_.close();
+        co_return false;
+      }
+      std::string event = prefix + "{\"index\":0,";
+      if (chat) {
+        event += "\"delta\":{";
+        if (i == 0) event += "\"role\":\"assistant\",";
+        event += "\"content\":";
+        appendJsonString(event, kWords[i % kWordCount]);
+        event += "}";
+      } else {
+        event += "\"text\":";
+        appendJsonString(event, kWords[i % kWordCount]);
+      }
+      event += ",\"finish_reason\":" + std::string(i + 1 == n ? (n < g_opt.chunks ? "\"length\"" : "\"stop\"") : "null") +
+               "}]}\n\n";
+      if (!co_await writeChunk(event)) co_return false;
+    }
+    std::string tail;
+    if (r.include_usage)
+      tail += prefix + "],\"usage\":" + usageJson(r.prompt_tokens, n) + "}\n\n";
+    tail += "data: [DONE]\n\n";
+    if (!co_await writeChunk(tail)) co_return false;
+    auto [eec, en] = co_await asio::async_write(socket_, asio::buffer("0\r\n\r\n", 5), kTuple);
+    co_return !eec && keep;
+  }
+
+  tcp::socket socket_;
+};
+
+awaitable<void> serve(tcp::socket socket) {
+  Session s(std::move(socket));
+  co_await s.run();
+}
+
+awaitable<void> acceptLoop(tcp::acceptor& acceptor) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(kTuple);
+    if (ec) co_return;
+    socket.set_option(tcp::no_delay(true), ec);
+    auto ex = socket.get_executor();
+    asio::co_spawn(ex, serve(std::move(socket)), asio::detached);
+  }
+}
+
+std::vector<std::string> splitComma(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    auto comma = s.find(',', start);
+    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: infermesh-mock-model [--host IP] [--port N] [--threads N] [--models a,b] [--name NAME]\n"
+               "       [--ttft-ms N] [--chunk-delay-ms N] [--chunks N]\n"
+               "       [--error-429-rate R] [--error-500-rate R] [--reset-rate R] [--retry-after S]\n"
+               "Prints \"listening IP:PORT\" once ready. Rates are 0..1.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      usage();
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      usage();
+      return 2;
+    }
+    std::string v = argv[++i];
+    try {
+      if (a == "--host") g_opt.host = v;
+      else if (a == "--port") g_opt.port = static_cast<unsigned short>(std::stoi(v));
+      else if (a == "--threads") g_opt.threads = static_cast<unsigned>(std::max(1, std::stoi(v)));
+      else if (a == "--models") g_opt.models = splitComma(v);
+      else if (a == "--name") g_opt.name = v;
+      else if (a == "--ttft-ms") g_opt.ttft_ms = std::stoi(v);
+      else if (a == "--chunk-delay-ms") g_opt.chunk_delay_ms = std::stoi(v);
+      else if (a == "--chunks") g_opt.chunks = std::max(1, std::stoi(v));
+      else if (a == "--error-429-rate") g_opt.rate_429 = std::stod(v);
+      else if (a == "--error-500-rate") g_opt.rate_500 = std::stod(v);
+      else if (a == "--reset-rate") g_opt.rate_reset = std::stod(v);
+      else if (a == "--retry-after") g_opt.retry_after_s = std::stoi(v);
+      else {
+        usage();
+        return 2;
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "invalid value for %s\n", a.c_str());
+      return 2;
+    }
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  asio::io_context io(static_cast<int>(g_opt.threads));
+  tcp::acceptor acceptor(io);
+  try {
+    tcp::endpoint ep(asio::ip::make_address(g_opt.host), g_opt.port);
+    acceptor.open(ep.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    acceptor.bind(ep);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cannot listen on %s:%u: %s\n", g_opt.host.c_str(), g_opt.port, e.what());
+    return 1;
+  }
+  auto local = acceptor.local_endpoint();
+  std::printf("listening %s:%u\n", local.address().to_string().c_str(), local.port());
+  std::fflush(stdout);
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](auto, int) { io.stop(); });
+  asio::co_spawn(io, acceptLoop(acceptor), asio::detached);
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < g_opt.threads; ++i) threads.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : threads) t.join();
+  return 0;
+}

@@ -1,0 +1,309 @@
+#include "filters/router/router_filter.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <array>
+
+#include "filters/router/model_extractor.h"
+#include "filters/router/route_matcher.h"
+#include "proxy/config/snapshot.h"
+#include "proxy/server/downstream.h"
+#include "proxy/server/http_util.h"
+#include "proxy/server/worker.h"
+
+namespace infermesh::router {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+using filter::FilterStatus;
+using filter::StreamContext;
+using proxy::UpstreamConnection;
+using stats::DownstreamError;
+using stats::UpstreamError;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// Names listed in a Connection header are hop-by-hop for this message too.
+bool namedInConnection(const filter::HeaderList& headers, std::string_view name) {
+  auto conn = headers.get("connection");
+  if (!conn) return false;
+  std::string_view v = *conn;
+  while (!v.empty()) {
+    auto comma = v.find(',');
+    std::string_view token = v.substr(0, comma);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+    if (filter::equalsIgnoreCase(token, name)) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+class RouterFilter final : public filter::StreamFilter {
+ public:
+  FilterStatus onRequestHeaders(StreamContext& ctx, bool end_stream) override {
+    if (end_stream) start(ctx);
+    return FilterStatus::Continue;
+  }
+
+  FilterStatus onRequestBody(StreamContext& ctx, std::string_view chunk, bool end_stream) override {
+    // The model is in the JSON body, so the body is held until complete;
+    // the listener's body limit bounds it.
+    body_.append(chunk);
+    if (end_stream) start(ctx);
+    return FilterStatus::Continue;
+  }
+
+ private:
+  enum class Outcome { Done, ConnectFailed, StaleConnection };
+
+  void reject(StreamContext& ctx, DownstreamError e, unsigned status, std::string message, const char* type,
+              const char* code) {
+    ctx.worker->stats().count(e);
+    ctx.sendLocalReply(status, std::move(message), type, code);
+  }
+
+  void start(StreamContext& ctx) {
+    if (!body_.empty()) {
+      thread_local ModelExtractor extractor;
+      ModelExtractor::ensurePadding(body_);
+      BodyFields fields;
+      if (auto err = extractor.extract(body_, fields); err != ExtractError::None)
+        return reject(ctx, DownstreamError::InvalidJson, 400, describe(err), "invalid_request_error", "invalid_json");
+      ctx.model = std::move(fields.model);
+      ctx.stream = fields.stream;
+    }
+    const auto* route = matchRoute(*ctx.snapshot, ctx.listener->index, ctx.request, ctx.model);
+    if (route == nullptr)
+      return reject(ctx, DownstreamError::NoRoute, 404,
+                    "no route for " + ctx.request.method + " " + std::string(ctx.request.path()) +
+                        (ctx.model.empty() ? "" : " with model \"" + ctx.model + "\""),
+                    "invalid_request_error", "no_route");
+    ctx.route = route;
+    const config::ModelConfig* target = route->target;
+    if (target == nullptr) {
+      if (ctx.model.empty())
+        return reject(ctx, DownstreamError::MissingModel, 400, "request body must name a \"model\"",
+                      "invalid_request_error", "missing_model");
+      target = ctx.snapshot->findModel(ctx.model);
+      if (target == nullptr)
+        return reject(ctx, DownstreamError::UnknownModel, 404, "The model `" + ctx.model + "` does not exist",
+                      "invalid_request_error", "model_not_found");
+    }
+    ctx.target_model = target;
+    // The backend may know the model under another name (alias, upstreamModel).
+    if (!ctx.model.empty() && ctx.model != target->upstream_model)
+      ModelExtractor::rewriteModel(body_, target->upstream_model);
+    asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
+  }
+
+  // Remaining time under the route's overall deadline, capped by `limit`.
+  Clock::duration budget(Clock::duration limit) const {
+    return deadline_ == Clock::time_point::max() ? limit : std::min(limit, deadline_ - Clock::now());
+  }
+
+  void buildRequest(const StreamContext& ctx) {
+    req_.method_string(ctx.request.method);
+    req_.target(ctx.request.target);
+    req_.version(11);
+    std::string forwarded_for;
+    for (const auto& [name, value] : ctx.request.headers.fields()) {
+      if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "host") ||
+          filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
+          filter::equalsIgnoreCase(name, "x-request-id") || namedInConnection(ctx.request.headers, name))
+        continue;
+      if (filter::equalsIgnoreCase(name, "x-forwarded-for")) {
+        forwarded_for = value;
+        continue;
+      }
+      req_.insert(name, value);
+    }
+    forwarded_for += forwarded_for.empty() ? ctx.client_address : ", " + ctx.client_address;
+    req_.set("x-forwarded-for", forwarded_for);
+    req_.set("x-request-id", ctx.request_id);
+    req_.body() = std::move(body_);
+    if (!req_.body().empty() || ctx.request.method == "POST" || ctx.request.method == "PUT")
+      req_.content_length(req_.body().size());
+    req_.keep_alive(true);
+  }
+
+  awaitable<void> forward(StreamContext& ctx) {
+    struct Finish {
+      proxy::DownstreamStream& ds;
+      ~Finish() { ds.finish(); }
+    } finish{*ctx.downstream};
+    const auto& model = *ctx.target_model;
+    const auto& route = *ctx.route;
+    if (route.request_timeout.count() > 0) deadline_ = ctx.start + route.request_timeout;
+    buildRequest(ctx);
+
+    // Round robin across the model's endpoints; a connection that cannot be
+    // made is retried once on the next endpoint.
+    const std::size_t n = model.endpoints.size();
+    const std::uint32_t first = ctx.worker->nextRoundRobin(model.index);
+    const std::size_t attempts = std::min<std::size_t>(n, 2);
+    for (std::size_t i = 0; i < attempts; ++i) {
+      const auto& ep = model.endpoints[(first + i) % n];
+      if (i > 0) ++ctx.worker->stats().upstream_retries;
+      ++ctx.upstream_attempts;
+      ctx.upstream_address = ep.address;
+      Outcome o = co_await exchange(ctx, ep, /*pooled=*/true);
+      // A kept-alive connection the backend closed meanwhile is not a
+      // failure of the endpoint: try a fresh connection to it.
+      if (o == Outcome::StaleConnection) o = co_await exchange(ctx, ep, /*pooled=*/false);
+      if (o == Outcome::Done) co_return;
+    }
+    ctx.error_source = filter::ErrorSource::Upstream;
+    ctx.sendLocalReply(503, "no endpoint of model `" + model.name + "` could be reached", "upstream_error",
+                       "upstream_unavailable");
+    co_await ctx.downstream->sendLocalReply();
+  }
+
+  awaitable<Outcome> failBeforeResponse(StreamContext& ctx, UpstreamError e, unsigned status, std::string message,
+                                        const char* code) {
+    ctx.worker->stats().count(e);
+    ctx.error_source = filter::ErrorSource::Upstream;
+    ctx.sendLocalReply(status, std::move(message), "upstream_error", code);
+    co_await ctx.downstream->sendLocalReply();
+    co_return Outcome::Done;
+  }
+
+  awaitable<Outcome> exchange(StreamContext& ctx, const config::EndpointConfig& ep, bool pooled) {
+    auto& worker = *ctx.worker;
+    auto& stats = worker.stats();
+    std::unique_ptr<UpstreamConnection> conn = pooled ? worker.upstreams().take(ep.key) : nullptr;
+    const bool reused = conn != nullptr;
+    if (deadline_ <= Clock::now())
+      co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "upstream request timed out",
+                                            "upstream_timeout");
+    if (!conn) {
+      conn = std::make_unique<UpstreamConnection>(worker.io().get_executor());
+      boost::system::error_code addr_ec;
+      asio::ip::tcp::endpoint endpoint(asio::ip::make_address(ep.ip, addr_ec), ep.port);
+      conn->stream.expires_after(budget(ctx.target_model->connect_timeout));
+      auto [ec] = co_await conn->stream.async_connect(endpoint, kTuple);
+      if (ec) {
+        stats.count(UpstreamError::ConnectFailure);
+        co_return Outcome::ConnectFailed;
+      }
+      conn->stream.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+      ++stats.upstream_connections_opened;
+    } else {
+      ++stats.upstream_connections_reused;
+    }
+    ++stats.upstream_connections_active;
+    struct Active {
+      stats::WorkerStats& s;
+      ~Active() { --s.upstream_connections_active; }
+    } active{stats};
+
+    req_.set(http::field::host, ep.address);
+    const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
+    conn->stream.expires_after(budget(idle));
+    auto [wec, wn] = co_await http::async_write(conn->stream, req_, kTuple);
+    if (wec) {
+      if (reused) co_return Outcome::StaleConnection;
+      co_return co_await failBeforeResponse(ctx, UpstreamError::Reset, 502,
+                                            "upstream connection failed: " + wec.message(), "upstream_reset");
+    }
+
+    http::response_parser<http::buffer_body> parser;
+    parser.header_limit(64 * 1024);
+    parser.body_limit(boost::none);  // responses are streamed, never held
+    if (ctx.request.method == "HEAD") parser.skip(true);
+    conn->stream.expires_after(budget(idle));
+    auto [hec, hn] = co_await http::async_read_header(conn->stream, conn->buffer, parser, kTuple);
+    if (hec) {
+      const bool closed = hec == http::error::end_of_stream || hec == asio::error::eof ||
+                          hec == asio::error::connection_reset;
+      if (reused && closed && !parser.got_some()) co_return Outcome::StaleConnection;
+      if (hec == beast::error::timeout)
+        co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "upstream did not respond in time",
+                                              "upstream_timeout");
+      if (closed)
+        co_return co_await failBeforeResponse(ctx, UpstreamError::Reset, 502,
+                                              "upstream closed the connection before responding", "upstream_reset");
+      co_return co_await failBeforeResponse(ctx, UpstreamError::ProtocolError, 502,
+                                            "upstream sent an invalid response: " + hec.message(),
+                                            "upstream_protocol_error");
+    }
+
+    const auto& res = parser.get();
+    filter::ResponseHead head;
+    head.status = res.result_int();
+    head.reason.assign(res.reason());
+    for (const auto& f : res) {
+      std::string_view name = f.name_string();
+      if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "content-length") ||
+          filter::equalsIgnoreCase(name, "x-request-id"))
+        continue;
+      head.headers.add(std::string(name), std::string(f.value()));
+    }
+    std::optional<std::uint64_t> length;
+    if (auto cl = parser.content_length()) length = *cl;
+    if (!co_await ctx.downstream->sendHeaders(head, parser.is_done(), length)) co_return Outcome::Done;
+
+    // Each read is forwarded as soon as it arrives (an SSE event is not held
+    // back for the next), and the next read waits for the client to take it.
+    while (!parser.is_done()) {
+      auto& body = parser.get().body();
+      body.data = buf_.data();
+      body.size = buf_.size();
+      conn->stream.expires_after(budget(idle));
+      auto [ec, got_bytes] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) {
+        const bool timeout = ec == beast::error::timeout;
+        stats.count(timeout ? UpstreamError::Timeout : UpstreamError::Reset);
+        ctx.error_source = filter::ErrorSource::Upstream;
+        ctx.error_reason = timeout ? "upstream_timeout_mid_stream" : "upstream_reset_mid_stream";
+        ctx.downstream->abort();
+        co_return Outcome::Done;
+      }
+      const std::size_t got = buf_.size() - parser.get().body().size;
+      const bool end = parser.is_done();
+      if (got == 0 && !end) continue;
+      if (!co_await ctx.downstream->sendBody(std::string_view(buf_.data(), got), end)) co_return Outcome::Done;
+    }
+    if (parser.keep_alive() && conn->buffer.size() == 0) {
+      conn->stream.expires_never();
+      worker.upstreams().put(ep.key, std::move(conn));
+    }
+    co_return Outcome::Done;
+  }
+
+  std::string body_;
+  http::request<http::string_body> req_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  std::array<char, 16 * 1024> buf_;
+};
+
+class RouterFactory final : public filter::FilterFactory {
+ public:
+  std::unique_ptr<filter::StreamFilter> create() const override { return std::make_unique<RouterFilter>(); }
+  bool terminal() const override { return true; }
+};
+
+}  // namespace
+
+void registerRouterFilter() {
+  filter::FilterRegistry::instance().add(
+      "router", [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
+        if (config_json != "{}" && !config_json.empty()) {
+          error = "the router filter takes no config";
+          return nullptr;
+        }
+        return std::make_shared<RouterFactory>();
+      });
+}
+
+}  // namespace infermesh::router

@@ -1,0 +1,307 @@
+#include "proxy/config/compiler.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <netdb.h>
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+
+#include "proxy/config/yaml_loader.h"
+#include "proxy/stats/name_table.h"
+
+namespace infermesh::config {
+namespace {
+
+namespace pb = google::protobuf;
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+// "host:port" or "[v6]:port". Returns an error text, empty when fine.
+std::string splitHostPort(const std::string& s, HostPort& out, bool allow_zero_port) {
+  std::string host, port;
+  if (!s.empty() && s[0] == '[') {
+    auto close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':')
+      return "\"" + s + "\" is not host:port";
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) return "\"" + s + "\" is not host:port";
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  unsigned value = 0;
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || p != port.data() + port.size() || value > 65535 ||
+      (value == 0 && !allow_zero_port))
+    return "\"" + s + "\" has an invalid port";
+  out.host = host;
+  out.port = static_cast<std::uint16_t>(value);
+  return {};
+}
+
+// Resolves a name once, at compile time (IP literals pass through).
+std::string resolve(const std::string& host, std::string& ip) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || res == nullptr) return "cannot resolve \"" + host + "\": " + gai_strerror(rc);
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (res->ai_family == AF_INET)
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof buf);
+  else
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr, buf, sizeof buf);
+  ::freeaddrinfo(res);
+  ip = buf;
+  return {};
+}
+
+bool isIpLiteral(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+std::chrono::milliseconds toMillis(const pb::Duration& d) {
+  return std::chrono::milliseconds(pb::util::TimeUtil::DurationToMilliseconds(d));
+}
+
+template <typename Spec>
+void dumpResources(std::string& out, const char* key, const std::vector<Resource<Spec>>& list) {
+  out += "\"";
+  out += key;
+  out += "\":[";
+  pb::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = false;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    std::string spec;
+    (void)pb::util::MessageToJsonString(list[i].spec, &spec, options);
+    if (i) out += ',';
+    out += "{\"name\":\"" + list[i].name + "\",\"file\":\"" + list[i].file + "\",\"spec\":" + spec + "}";
+  }
+  out += "]";
+}
+
+class Compiler {
+ public:
+  Compiler(const Resources& r, ConfigErrors& errors) : r_(r), errors_(errors) {}
+
+  std::shared_ptr<Snapshot> run(std::uint64_t version) {
+    auto snap = std::make_shared<Snapshot>();
+    snap->version = version;
+    if (r_.listeners.empty())
+      errors_.push_back(ConfigError{"", "", "", 0, "no Listener defined: the proxy would accept no traffic"});
+    snap->models.reserve(r_.models.size());  // pointers into it are handed out below
+    for (const auto& m : r_.models) model(*snap, m);
+    for (const auto& l : r_.listeners) listener(*snap, l);
+    std::vector<std::pair<int, RouteConfig>> ordered;
+    for (const auto& rt : r_.routes) route(*snap, rt, ordered);
+    // Descending `order`, then source order (stable sort keeps it).
+    std::stable_sort(ordered.begin(), ordered.end(),
+                     [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (auto& [o, rc] : ordered) snap->routes.push_back(std::move(rc));
+
+    std::string dump = "{\"version\":" + std::to_string(version) + ",";
+    dumpResources(dump, "listeners", r_.listeners);
+    dump += ',';
+    dumpResources(dump, "models", r_.models);
+    dump += ',';
+    dumpResources(dump, "routes", r_.routes);
+    dump += '}';
+    snap->hash = std::to_string(std::hash<std::string>{}(dump.substr(dump.find(','))));
+    snap->dump_json = std::move(dump);
+    return snap;
+  }
+
+ private:
+  void model(Snapshot& snap, const Resource<v1::Model>& m) {
+    const auto& spec = m.spec;
+    ModelConfig mc;
+    mc.name = m.name;
+    mc.index = static_cast<std::uint32_t>(snap.models.size());
+    mc.stats_id = stats::NameTable::instance().intern(m.name);
+    mc.upstream_model = spec.upstream_model().empty() ? m.name : spec.upstream_model();
+    mc.aliases.assign(spec.aliases().begin(), spec.aliases().end());
+    mc.capabilities.assign(spec.capabilities().begin(), spec.capabilities().end());
+    if (!spec.protocol().empty() && spec.protocol() != "openai")
+      errors_.push_back(m.error("spec.protocol", "unsupported protocol \"" + spec.protocol() + "\" (supported: openai)"));
+    if (spec.has_connect_timeout()) {
+      mc.connect_timeout = toMillis(spec.connect_timeout());
+      if (mc.connect_timeout.count() <= 0) errors_.push_back(m.error("spec.connectTimeout", "must be > 0"));
+    }
+    if (spec.endpoints().empty()) errors_.push_back(m.error("spec.endpoints", "at least one endpoint is required"));
+    for (int i = 0; i < spec.endpoints_size(); ++i) {
+      const auto& e = spec.endpoints(i);
+      const std::string path = "spec.endpoints[" + std::to_string(i) + "].address";
+      EndpointConfig ec;
+      ec.address = e.address();
+      ec.region = e.region();
+      ec.zone = e.zone();
+      ec.weight = e.weight() == 0 ? 1 : e.weight();
+      HostPort hp;
+      if (auto err = splitHostPort(e.address(), hp, false); !err.empty()) {
+        errors_.push_back(m.error(path, err));
+        continue;
+      }
+      ec.port = hp.port;
+      if (auto err = resolve(hp.host, ec.ip); !err.empty()) {
+        errors_.push_back(m.error(path, err));
+        continue;
+      }
+      ec.key = std::hash<std::string>{}(ec.ip + "|" + std::to_string(ec.port));
+      mc.endpoints.push_back(std::move(ec));
+    }
+    snap.models.push_back(std::move(mc));
+    const ModelConfig* ptr = &snap.models.back();
+    auto claim = [&](const std::string& name, const std::string& path) {
+      auto [it, inserted] = snap.model_by_name.emplace(name, ptr);
+      if (!inserted)
+        errors_.push_back(m.error(path, "model name \"" + name + "\" is already used by Model/" + it->second->name));
+    };
+    claim(m.name, "metadata.name");
+    for (int i = 0; i < spec.aliases_size(); ++i)
+      claim(spec.aliases(i), "spec.aliases[" + std::to_string(i) + "]");
+  }
+
+  void listener(Snapshot& snap, const Resource<v1::Listener>& l) {
+    const auto& spec = l.spec;
+    ListenerConfig lc;
+    lc.name = l.name;
+    lc.index = static_cast<std::uint32_t>(snap.listeners.size());
+    for (const auto& other : snap.listeners)
+      if (other.name == l.name) errors_.push_back(l.error("metadata.name", "duplicate Listener name"));
+    HostPort hp;
+    if (auto err = splitHostPort(spec.address(), hp, true); !err.empty()) {
+      errors_.push_back(l.error("spec.address", spec.address().empty() ? "is required" : err));
+    } else if (!isIpLiteral(hp.host)) {
+      errors_.push_back(l.error("spec.address", "must be an IP address, got \"" + hp.host + "\""));
+    } else {
+      lc.ip = hp.host;
+      lc.port = hp.port;
+      for (const auto& other : snap.listeners)
+        if (other.ip == lc.ip && other.port == lc.port && lc.port != 0)
+          errors_.push_back(l.error("spec.address", "already used by Listener/" + other.name));
+    }
+    if (!spec.protocol().empty() && spec.protocol() != "http1")
+      errors_.push_back(l.error("spec.protocol", "unsupported protocol \"" + spec.protocol() +
+                                                     "\" (supported: http1)"));
+    const auto& lim = spec.limits();
+    if (lim.max_request_header_bytes()) {
+      lc.limits.max_request_header_bytes = lim.max_request_header_bytes();
+      if (lim.max_request_header_bytes() < 1024)
+        errors_.push_back(l.error("spec.limits.maxRequestHeaderBytes", "must be at least 1024"));
+    }
+    if (lim.max_request_body_bytes()) lc.limits.max_request_body_bytes = lim.max_request_body_bytes();
+    auto duration = [&](bool has, const pb::Duration& d, std::chrono::milliseconds& into, const char* path) {
+      if (!has) return;
+      into = toMillis(d);
+      if (into.count() <= 0) errors_.push_back(l.error(path, "must be > 0"));
+    };
+    duration(lim.has_header_timeout(), lim.header_timeout(), lc.limits.header_timeout, "spec.limits.headerTimeout");
+    duration(lim.has_body_timeout(), lim.body_timeout(), lc.limits.body_timeout, "spec.limits.bodyTimeout");
+    duration(lim.has_idle_timeout(), lim.idle_timeout(), lc.limits.idle_timeout, "spec.limits.idleTimeout");
+    lc.access_log = spec.access_log().path();
+
+    if (spec.filters().empty()) errors_.push_back(l.error("spec.filters", "at least the router filter is required"));
+    for (int i = 0; i < spec.filters_size(); ++i) {
+      const auto& f = spec.filters(i);
+      const std::string path = "spec.filters[" + std::to_string(i) + "]";
+      const auto* builder = filter::FilterRegistry::instance().find(f.name());
+      if (builder == nullptr) {
+        errors_.push_back(l.error(path + ".name", "unknown filter \"" + f.name() + "\""));
+        continue;
+      }
+      std::string json, error;
+      (void)pb::util::MessageToJsonString(f.config(), &json);
+      auto factory = (*builder)(json, error);
+      if (!factory) {
+        errors_.push_back(l.error(path + ".config", error));
+        continue;
+      }
+      bool last = i + 1 == spec.filters_size();
+      if (factory->terminal() != last)
+        errors_.push_back(l.error(path + ".name", last ? "the last filter must be terminal (router)"
+                                                       : "a terminal filter must be last"));
+      lc.filters.push_back(std::move(factory));
+    }
+    snap.listeners.push_back(std::move(lc));
+  }
+
+  void route(const Snapshot& snap, const Resource<v1::Route>& rt,
+             std::vector<std::pair<int, RouteConfig>>& out) {
+    const auto& spec = rt.spec;
+    RouteConfig rc;
+    rc.name = rt.name;
+    rc.stats_id = stats::NameTable::instance().intern(rt.name);
+    const auto& m = spec.match();
+    for (int i = 0; i < m.listeners_size(); ++i) {
+      const auto* l = snap.findListener(m.listeners(i));
+      if (l == nullptr)
+        errors_.push_back(rt.error("spec.match.listeners[" + std::to_string(i) + "]",
+                                   "listener \"" + m.listeners(i) + "\" is not defined"));
+      else
+        rc.listeners.push_back(l->index);
+    }
+    if (!m.path_exact().empty() && !m.path_prefix().empty())
+      errors_.push_back(rt.error("spec.match.pathExact", "set pathExact or pathPrefix, not both"));
+    for (const auto* p : {&m.path_exact(), &m.path_prefix()})
+      if (!p->empty() && (*p)[0] != '/')
+        errors_.push_back(rt.error(p == &m.path_exact() ? "spec.match.pathExact" : "spec.match.pathPrefix",
+                                   "must start with /"));
+    rc.path_exact = m.path_exact();
+    rc.path_prefix = m.path_prefix();
+    for (int i = 0; i < m.headers_size(); ++i) {
+      if (m.headers(i).name().empty())
+        errors_.push_back(rt.error("spec.match.headers[" + std::to_string(i) + "].name", "is required"));
+      rc.headers.push_back(HeaderMatch{m.headers(i).name(), m.headers(i).value()});
+    }
+    for (int i = 0; i < m.models_size(); ++i) {
+      const ModelConfig* mc = snap.findModel(m.models(i));
+      if (mc == nullptr)
+        errors_.push_back(rt.error("spec.match.models[" + std::to_string(i) + "]",
+                                   "model \"" + m.models(i) + "\" is not defined"));
+      else
+        rc.models.push_back(mc->index);
+    }
+    if (!spec.model().empty()) {
+      rc.target = snap.findModel(spec.model());
+      if (rc.target == nullptr)
+        errors_.push_back(rt.error("spec.model", "model \"" + spec.model() + "\" is not defined"));
+    }
+    const auto& t = spec.timeouts();
+    if (t.has_request()) rc.request_timeout = toMillis(t.request());
+    if (t.has_idle()) {
+      rc.idle_timeout = toMillis(t.idle());
+      if (rc.idle_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.idle", "must be > 0"));
+    }
+    out.emplace_back(spec.order(), std::move(rc));
+  }
+
+  const Resources& r_;
+  ConfigErrors& errors_;
+};
+
+}  // namespace
+
+CompileResult compile(const Resources& resources, std::uint64_t version) {
+  CompileResult result;
+  auto snap = Compiler(resources, result.errors).run(version);
+  if (result.errors.empty()) result.snapshot = std::move(snap);
+  return result;
+}
+
+CompileResult loadAndCompile(const std::string& path, std::uint64_t version) {
+  YamlLoader loader;
+  loader.loadPath(path);
+  if (!loader.errors().empty()) return CompileResult{nullptr, loader.errors()};
+  return compile(loader.resources(), version);
+}
+
+}  // namespace infermesh::config

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/config/config_error.h"
+#include "proxy/config/resources.h"
+#include "proxy/config/snapshot.h"
+
+namespace infermesh::config {
+
+struct CompileResult {
+  std::shared_ptr<const Snapshot> snapshot;  // null when errors is not empty
+  ConfigErrors errors;
+};
+
+// Validates resources semantically (addresses, cross references, filter
+// configs, limits) and builds the immutable Snapshot. All or nothing.
+CompileResult compile(const Resources& resources, std::uint64_t version);
+
+// Loads a file or directory and compiles it: the one path used at start,
+// on SIGHUP and by tools.
+CompileResult loadAndCompile(const std::string& path, std::uint64_t version);
+
+}  // namespace infermesh::config

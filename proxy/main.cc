@@ -1,0 +1,68 @@
+// infermesh-proxy: the data plane. See docs/proxy.md.
+#include <spdlog/spdlog.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "filters/builtin.h"
+#include "proxy/server/server.h"
+
+namespace {
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: infermesh-proxy --config FILE|DIR [--admin ADDR] [--workers N] [--log-level L]\n"
+               "                       [--drain-timeout SECONDS]\n"
+               "  --config         YAML file or directory of Listener, Model and Route documents\n"
+               "  --admin          admin listener (default 127.0.0.1:9901; port 0 picks one)\n"
+               "  --workers        worker threads (default: one per core)\n"
+               "  --log-level      trace|debug|info|warn|error (default info)\n"
+               "  --drain-timeout  seconds SIGTERM waits for in-flight streams (default 30)\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  infermesh::proxy::ServerOptions options;
+  std::string log_level = "info";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    try {
+      if (a == "--config") options.config_path = value();
+      else if (a == "--admin") options.admin_address = value();
+      else if (a == "--workers") options.workers = static_cast<unsigned>(std::stoul(value()));
+      else if (a == "--log-level") log_level = value();
+      else if (a == "--drain-timeout") options.drain_timeout = std::chrono::milliseconds(static_cast<long>(std::stod(value()) * 1000));
+      else if (a == "-h" || a == "--help") {
+        usage();
+        return 0;
+      } else {
+        std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+        usage();
+        return 2;
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "invalid value for %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (options.config_path.empty()) {
+    usage();
+    return 2;
+  }
+  spdlog::set_default_logger(spdlog::stderr_color_mt("infermesh"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  std::signal(SIGPIPE, SIG_IGN);
+  infermesh::filters::registerBuiltinFilters();
+  return infermesh::proxy::Server(std::move(options)).run();
+}

@@ -1,0 +1,402 @@
+#include "proxy/server/http1_connection.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <span>
+
+#include "proxy/config/snapshot.h"
+#include "proxy/server/http_util.h"
+#include "proxy/server/worker.h"
+
+namespace infermesh::proxy {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+using asio::use_awaitable;
+using filter::FilterManager;
+using stats::DownstreamError;
+constexpr auto kTuple = asio::as_tuple(use_awaitable);
+
+Http1Connection::Http1Connection(Worker& worker, asio::ip::tcp::socket socket, std::uint32_t listener_index)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      listener_index_(listener_index),
+      deadline_timer_(socket_.get_executor()),
+      done_(socket_.get_executor()),
+      resumed_(socket_.get_executor()) {
+  boost::system::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  if (!ec) peer_ip_ = ep.address().to_string();
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  worker_.track(this);
+  ++worker_.stats().downstream_connections_active;
+}
+
+Http1Connection::~Http1Connection() {
+  worker_.untrack(this);
+  --worker_.stats().downstream_connections_active;
+}
+
+awaitable<void> Http1Connection::serve(std::unique_ptr<Http1Connection> self) {
+  using namespace asio::experimental::awaitable_operators;
+  // The watchdog enforces read/write deadlines by cancelling socket I/O
+  // (the socket stays open, so a 408 can still be written).
+  co_await (self->serveRequests() || self->watchdog());
+  self->close();
+}
+
+void Http1Connection::setDeadline(std::chrono::milliseconds d) {
+  timed_out_ = false;
+  const auto next = std::chrono::steady_clock::now() + d;
+  const bool earlier = next < deadline_;
+  deadline_ = next;
+  // Moving the deadline later costs nothing: the watchdog re-arms when it
+  // wakes. Only an earlier deadline needs the timer moved.
+  if (earlier) deadline_timer_.expires_at(deadline_);
+}
+
+awaitable<void> Http1Connection::watchdog() {
+  while (open_) {
+    deadline_timer_.expires_at(deadline_);
+    co_await deadline_timer_.async_wait(kTuple);
+    if (deadline_ <= std::chrono::steady_clock::now()) {
+      timed_out_ = true;
+      deadline_ = std::chrono::steady_clock::time_point::max();
+      boost::system::error_code ec;
+      socket_.cancel(ec);
+    }
+  }
+}
+
+void Http1Connection::drain() {
+  keep_alive_ = false;
+  if (idle_) close();
+}
+
+void Http1Connection::close() {
+  if (!open_) return;
+  open_ = false;
+  boost::system::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  deadline_timer_.cancel();
+}
+
+awaitable<bool> Http1Connection::writeBuffers(const asio::const_buffer* bufs, std::size_t count) {
+  setDeadline(write_timeout_);
+  auto [ec, n] = co_await asio::async_write(socket_, std::span<const asio::const_buffer>(bufs, count), kTuple);
+  if (ec) {
+    keep_alive_ = false;
+    co_return false;
+  }
+  co_return true;
+}
+
+awaitable<void> Http1Connection::rejectAndClose(unsigned status, const char* code, std::string message) {
+  filter::LocalReply reply{status, std::move(message), "invalid_request_error", code, {}};
+  std::string body = openAiErrorJson(reply);
+  std::string head = "HTTP/1.1 " + std::to_string(status) + " " +
+                     std::string(http::obsolete_reason(static_cast<http::status>(status))) +
+                     "\r\ncontent-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
+                     "\r\nconnection: close\r\n\r\n";
+  asio::const_buffer bufs[] = {asio::buffer(head), asio::buffer(body)};
+  co_await writeBuffers(bufs, 2);
+  worker_.stats().countRequest(0, 0, status);
+  keep_alive_ = false;
+}
+
+awaitable<void> Http1Connection::serveRequests() {
+  while (open_ && keep_alive_ && !worker_.draining()) {
+    const auto& snapshot = worker_.snapshot();
+    const auto& limits = snapshot->listeners[listener_index_].limits;
+    write_timeout_ = limits.idle_timeout;
+    http::request_parser<http::buffer_body> parser;
+    parser.header_limit(limits.max_request_header_bytes);
+    parser.body_limit(limits.max_request_body_bytes);
+
+    // Waiting for a request on a kept-alive connection is idle time; once
+    // bytes of a request have arrived, the header timeout applies.
+    idle_ = buffer_.size() == 0;
+    setDeadline(idle_ ? limits.idle_timeout : limits.header_timeout);
+    auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
+    if (idle_ && !ec && !timed_out_) idle_ = false;
+    idle_ = false;
+    if (ec) {
+      if (!open_) co_return;
+      if (timed_out_) {
+        if (parser.got_some() || buffer_.size() != 0) {
+          worker_.stats().count(DownstreamError::Timeout);
+          co_await rejectAndClose(408, "request_timeout", "request headers not received in time");
+        }
+      } else if (ec == http::error::header_limit) {
+        worker_.stats().count(DownstreamError::HeaderTooLarge);
+        co_await rejectAndClose(431, "request_header_too_large",
+                                "request headers exceed " + std::to_string(limits.max_request_header_bytes) + " bytes");
+      } else if (ec == http::error::body_limit) {
+        worker_.stats().count(DownstreamError::BodyTooLarge);
+        co_await rejectAndClose(413, "request_too_large",
+                                "request body exceeds " + std::to_string(limits.max_request_body_bytes) + " bytes");
+      } else if (ec != http::error::end_of_stream && ec != asio::error::eof &&
+                 ec != asio::error::connection_reset && ec != asio::error::operation_aborted) {
+        worker_.stats().count(DownstreamError::BadRequest);
+        co_await rejectAndClose(400, "bad_request", "malformed HTTP request: " + ec.message());
+      }
+      co_return;
+    }
+    // Request smuggling defences beyond the parser's own checks: a message
+    // with both framings, or a Transfer-Encoding other than plain chunked.
+    const auto& req = parser.get();
+    if (req.count(http::field::transfer_encoding) &&
+        (req.count(http::field::content_length) || !filter::equalsIgnoreCase(req[http::field::transfer_encoding], "chunked"))) {
+      worker_.stats().count(DownstreamError::BadRequest);
+      co_await rejectAndClose(400, "bad_request", "ambiguous request framing (Transfer-Encoding)");
+      co_return;
+    }
+    co_await handleStream(parser);
+  }
+}
+
+awaitable<FilterManager::Progress> Http1Connection::settle(FilterManager::Progress p) {
+  // A filter holds the event; reading from the client waits until it lets go.
+  if (p == FilterManager::Progress::Stopped) {
+    co_await resumed_.wait();
+    p = resumed_progress_;
+  }
+  co_return p;
+}
+
+template <typename Parser>
+awaitable<void> Http1Connection::handleStream(Parser& parser) {
+  auto& req = parser.get();
+  filter::StreamContext ctx;
+  ctx.snapshot = worker_.snapshot();
+  ctx.listener = &ctx.snapshot->listeners[listener_index_];
+  ctx.worker = &worker_;
+  ctx.downstream = this;
+  ctx.start = std::chrono::steady_clock::now();
+  ctx.client_address = peer_ip_;
+  ctx.request.method.assign(req.method_string());
+  ctx.request.target.assign(req.target());
+  for (const auto& f : req) ctx.request.headers.add(std::string(f.name_string()), std::string(f.value()));
+  auto incoming_id = ctx.request.headers.get("x-request-id");
+  ctx.request_id = incoming_id && validRequestId(*incoming_id) ? std::string(*incoming_id) : worker_.newRequestId();
+  http10_ = req.version() < 11;
+  is_head_ = req.method() == http::verb::head;
+  keep_alive_ = keep_alive_ && req.keep_alive() && !worker_.draining();
+
+  std::vector<std::unique_ptr<filter::StreamFilter>> chain;
+  chain.reserve(ctx.listener->filters.size());
+  for (const auto& factory : ctx.listener->filters) chain.push_back(factory->create());
+  FilterManager fm(ctx, std::move(chain));
+  fm.on_resume = [this](FilterManager::Progress p) {
+    resumed_progress_ = p;
+    resumed_.notify();
+  };
+  ctx_ = &ctx;
+  filters_ = &fm;
+  response_started_ = response_complete_ = aborted_ = chunked_ = false;
+  pending_head_.clear();
+  worker_.streamStarted();
+
+  bool has_body = !parser.is_done();
+  if (has_body && filter::equalsIgnoreCase(req[http::field::expect], "100-continue")) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::const_buffer b = asio::buffer(kContinue);
+    co_await writeBuffers(&b, 1);
+  }
+
+  auto progress = co_await settle(fm.requestHeaders(!has_body));
+  const auto& limits = ctx.listener->limits;
+  while (progress == FilterManager::Progress::Done && has_body && open_) {
+    req.body().data = body_buf_.data();
+    req.body().size = body_buf_.size();
+    setDeadline(limits.body_timeout);
+    auto [ec, n] = co_await http::async_read(socket_, buffer_, parser, kTuple);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      keep_alive_ = false;
+      if (timed_out_) {
+        worker_.stats().count(DownstreamError::Timeout);
+        ctx.sendLocalReply(408, "request body not received in time", "invalid_request_error", "request_timeout");
+      } else if (ec == http::error::body_limit) {
+        worker_.stats().count(DownstreamError::BodyTooLarge);
+        ctx.sendLocalReply(413, "request body exceeds " + std::to_string(limits.max_request_body_bytes) + " bytes",
+                           "invalid_request_error", "request_too_large");
+      } else if (ec == http::error::partial_message || ec == asio::error::eof ||
+                 ec == asio::error::connection_reset || !open_) {
+        ctx.error_source = filter::ErrorSource::Downstream;
+        ctx.error_reason = "client_disconnected";
+        progress = FilterManager::Progress::Stopped;  // nobody to answer
+        break;
+      } else {
+        worker_.stats().count(DownstreamError::BadRequest);
+        ctx.sendLocalReply(400, "malformed request body: " + ec.message(), "invalid_request_error", "bad_request");
+      }
+      progress = FilterManager::Progress::LocalReply;
+      break;
+    }
+    const std::size_t got = body_buf_.size() - req.body().size;
+    has_body = !parser.is_done();
+    ctx.request_body_bytes += got;
+    progress = co_await settle(fm.requestBody(std::string_view(body_buf_.data(), got), !has_body));
+  }
+
+  if (progress == FilterManager::Progress::LocalReply) {
+    if (has_body) keep_alive_ = false;  // the rest of the body was not read
+    co_await sendLocalReply();
+  } else if (progress == FilterManager::Progress::Done) {
+    co_await done_.wait();  // the terminal filter owns the response now
+  }
+  if (!response_complete_) keep_alive_ = false;
+
+  ctx.response_status = ctx.response_status ? ctx.response_status : 0;
+  fm.log();
+  auto& st = worker_.stats();
+  st.countRequest(ctx.route ? ctx.route->stats_id : 0, ctx.target_model ? ctx.target_model->stats_id : 0,
+                  ctx.response_status);
+  st.request_duration.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count());
+  if (auto* log = worker_.accessLog(listener_index_)) writeAccessLog(ctx, *log);
+  worker_.streamEnded();
+  ctx_ = nullptr;
+  filters_ = nullptr;
+}
+
+awaitable<bool> Http1Connection::sendHeaders(filter::ResponseHead& head, bool end_stream,
+                                             std::optional<std::uint64_t> content_length) {
+  head.headers.set("x-request-id", ctx_->request_id);
+  filters_->responseHeaders(head);
+  response_started_ = true;
+  ctx_->response_status = head.status;
+  std::string& out = pending_head_;
+  out.reserve(256);
+  out += "HTTP/1.1 ";
+  out += std::to_string(head.status);
+  out += ' ';
+  out += head.reason.empty() ? std::string_view(http::obsolete_reason(static_cast<http::status>(head.status)))
+                             : std::string_view(head.reason);
+  out += "\r\n";
+  for (const auto& [name, value] : head.headers.fields()) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+  }
+  const bool bodyless = is_head_ || head.status == 204 || head.status == 304 || head.status < 200;
+  if (content_length) {
+    out += "content-length: " + std::to_string(*content_length) + "\r\n";
+  } else if (!bodyless && !end_stream) {
+    if (http10_) {
+      keep_alive_ = false;  // HTTP/1.0 has no chunked framing: end by closing
+    } else {
+      chunked_ = true;
+      out += "transfer-encoding: chunked\r\n";
+    }
+  } else if (!bodyless) {
+    out += "content-length: 0\r\n";
+  }
+  if (!keep_alive_ || worker_.draining()) {
+    keep_alive_ = false;
+    out += "connection: close\r\n";
+  } else if (http10_) {
+    out += "connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+  if (!end_stream) co_return true;  // goes out with the first body bytes
+  asio::const_buffer b = asio::buffer(out);
+  bool ok = co_await writeBuffers(&b, 1);
+  response_complete_ = ok;
+  pending_head_.clear();
+  co_return ok;
+}
+
+awaitable<bool> Http1Connection::sendBody(std::string_view chunk, bool end_stream) {
+  filters_->responseBody(chunk, end_stream);
+  if (!chunk.empty() && !ctx_->first_byte_at) ctx_->first_byte_at = std::chrono::steady_clock::now();
+  ctx_->response_body_bytes += chunk.size();
+  char size_line[24];
+  std::size_t size_len = 0;
+  asio::const_buffer bufs[5];
+  std::size_t n = 0;
+  if (!pending_head_.empty()) bufs[n++] = asio::buffer(pending_head_);
+  if (chunked_ && !chunk.empty()) {
+    auto [p, ec] = std::to_chars(size_line, size_line + 16, chunk.size(), 16);
+    *p++ = '\r';
+    *p++ = '\n';
+    size_len = static_cast<std::size_t>(p - size_line);
+    bufs[n++] = asio::buffer(size_line, size_len);
+    bufs[n++] = asio::buffer(chunk);
+    bufs[n++] = asio::buffer("\r\n", 2);
+  } else if (!chunk.empty()) {
+    bufs[n++] = asio::buffer(chunk);
+  }
+  if (chunked_ && end_stream) bufs[n++] = asio::buffer("0\r\n\r\n", 5);
+  bool ok = n == 0 || co_await writeBuffers(bufs, n);
+  pending_head_.clear();
+  if (ok && end_stream) response_complete_ = true;
+  co_return ok;
+}
+
+awaitable<void> Http1Connection::sendLocalReply() {
+  if (response_started_) {
+    abort();
+    co_return;
+  }
+  const filter::LocalReply& reply = *ctx_->local_reply;
+  if (ctx_->error_reason.empty()) ctx_->error_reason = reply.code;
+  filter::ResponseHead head;
+  head.status = reply.status;
+  head.headers.add("content-type", "application/json");
+  for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
+  std::string body = openAiErrorJson(reply);
+  if (co_await sendHeaders(head, false, body.size())) co_await sendBody(body, true);
+}
+
+void Http1Connection::abort() {
+  aborted_ = true;
+  keep_alive_ = false;
+  ++worker_.stats().streams_aborted;
+  // Closing without the final chunk (or short of the content length) is
+  // how HTTP/1.1 tells the client the response is incomplete.
+  close();
+}
+
+void Http1Connection::writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) const {
+  const auto now = std::chrono::steady_clock::now();
+  auto ms = [&](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t - ctx.start).count();
+  };
+  std::string line = "{\"request_id\":";
+  appendJsonString(line, ctx.request_id);
+  line += ",\"client\":";
+  appendJsonString(line, ctx.client_address);
+  line += ",\"method\":";
+  appendJsonString(line, ctx.request.method);
+  line += ",\"path\":";
+  appendJsonString(line, ctx.request.target);
+  line += ",\"status\":" + std::to_string(ctx.response_status);
+  line += ",\"model\":";
+  appendJsonString(line, ctx.model);
+  line += ",\"route\":";
+  appendJsonString(line, ctx.route ? ctx.route->name : std::string());
+  line += ",\"upstream\":";
+  appendJsonString(line, ctx.upstream_address);
+  line += ",\"attempts\":" + std::to_string(ctx.upstream_attempts);
+  line += ",\"stream\":" + std::string(ctx.stream ? "true" : "false");
+  line += ",\"bytes_in\":" + std::to_string(ctx.request_body_bytes);
+  line += ",\"bytes_out\":" + std::to_string(ctx.response_body_bytes);
+  line += ",\"duration_ms\":" + std::to_string(ms(now));
+  line += ",\"first_byte_ms\":" + (ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : std::string("null"));
+  line += ",\"error\":";
+  appendJsonString(line, ctx.error_reason);
+  line += "}";
+  log.info(line);
+}
+
+}  // namespace infermesh::proxy

@@ -1,0 +1,92 @@
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include <array>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "proxy/filter/filter_manager.h"
+#include "proxy/server/downstream.h"
+#include "proxy/server/signal.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace infermesh::proxy {
+
+class Worker;
+
+// The HTTP/1.1 connection manager: parses requests with Beast's parser
+// (one at a time; pipelined requests wait in the buffer and are answered in
+// order), runs each through the listener's filter chain and writes the
+// response the terminal filter produces.
+class Http1Connection final : public DownstreamStream {
+ public:
+  Http1Connection(Worker& worker, boost::asio::ip::tcp::socket socket, std::uint32_t listener_index);
+  ~Http1Connection() override;
+
+  // Serves the connection until it closes; the coroutine owns the object.
+  static boost::asio::awaitable<void> serve(std::unique_ptr<Http1Connection> self);
+
+  // Graceful drain: an idle connection closes now, a busy one after its
+  // current response (which says `connection: close`).
+  void drain();
+  void close();
+
+  // DownstreamStream
+  boost::asio::awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
+                                           std::optional<std::uint64_t> content_length) override;
+  boost::asio::awaitable<bool> sendBody(std::string_view chunk, bool end_stream) override;
+  boost::asio::awaitable<void> sendLocalReply() override;
+  bool responseStarted() const override { return response_started_; }
+  void abort() override;
+  void finish() override { done_.notify(); }
+
+ private:
+  template <typename Parser>
+  boost::asio::awaitable<void> handleStream(Parser& parser);
+  boost::asio::awaitable<void> serveRequests();
+  boost::asio::awaitable<void> watchdog();
+  boost::asio::awaitable<filter::FilterManager::Progress> settle(filter::FilterManager::Progress p);
+  boost::asio::awaitable<bool> writeBuffers(const boost::asio::const_buffer* bufs, std::size_t count);
+  // Answers a request that never became a stream (unparseable head).
+  boost::asio::awaitable<void> rejectAndClose(unsigned status, const char* code, std::string message);
+  void setDeadline(std::chrono::milliseconds d);
+  void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) const;
+
+  Worker& worker_;
+  boost::asio::ip::tcp::socket socket_;
+  std::uint32_t listener_index_;
+  std::string peer_ip_;
+  boost::beast::flat_buffer buffer_;
+  boost::asio::steady_timer deadline_timer_;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+  std::chrono::milliseconds write_timeout_{60000};
+  bool timed_out_ = false;
+  bool open_ = true;
+  bool idle_ = true;
+  bool keep_alive_ = true;
+  bool http10_ = false;
+  bool is_head_ = false;
+
+  // Current stream.
+  filter::StreamContext* ctx_ = nullptr;
+  filter::FilterManager* filters_ = nullptr;
+  Signal done_;
+  Signal resumed_;
+  filter::FilterManager::Progress resumed_progress_{};
+  bool response_started_ = false;
+  bool response_complete_ = false;
+  bool aborted_ = false;
+  bool chunked_ = false;
+  std::string pending_head_;  // written together with the first body bytes
+  std::array<char, 16 * 1024> body_buf_;
+};
+
+}  // namespace infermesh::proxy

@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "proxy/filter/stream_context.h"
+
+namespace infermesh::proxy {
+
+void appendJsonString(std::string& out, std::string_view s);
+
+// {"error":{"message":..., "type":..., "code":...}}: the OpenAI error shape.
+std::string openAiErrorJson(const filter::LocalReply& reply);
+
+// Hop-by-hop headers (RFC 9110 section 7.6.1) are never forwarded.
+bool isHopByHop(std::string_view name);
+
+// An x-request-id from a client is kept only when short and printable.
+bool validRequestId(std::string_view id);
+
+}  // namespace infermesh::proxy

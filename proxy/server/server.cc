@@ -1,0 +1,341 @@
+#include "proxy/server/server.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http.hpp>
+#include <prometheus/text_serializer.h>
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "proxy/config/compiler.h"
+#include "proxy/server/http1_connection.h"
+#include "proxy/server/http_util.h"
+#include "proxy/server/worker.h"
+#include "proxy/stats/metrics_collector.h"
+
+namespace infermesh::proxy {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+using asio::ip::tcp;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// Tells a parent process (tests, scripts) where things are bound. Also logged.
+void announce(const std::string& what, const tcp::endpoint& ep) {
+  std::printf("%s %s:%u\n", what.c_str(), ep.address().to_string().c_str(), ep.port());
+  std::fflush(stdout);
+  spdlog::info("{} {}:{}", what, ep.address().to_string(), ep.port());
+}
+
+tcp::endpoint parseEndpoint(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("admin address \"" + s + "\" is not ip:port");
+  std::string host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return tcp::endpoint(asio::ip::make_address(host), static_cast<unsigned short>(std::stoi(s.substr(colon + 1))));
+}
+
+// Listener identity that a reload may not change (sockets are bound at start).
+std::string listenerKey(const config::Snapshot& s) {
+  std::string k;
+  for (const auto& l : s.listeners) k += l.name + "@" + l.ip + ":" + std::to_string(l.port) + ";";
+  return k;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions options;
+  asio::io_context io{1};
+  std::vector<std::unique_ptr<Worker>> workers;
+  // acceptors[worker][listener], each owned by (and used on) its worker.
+  std::vector<std::vector<std::unique_ptr<tcp::acceptor>>> acceptors;
+  std::vector<tcp::endpoint> bound;  // by listener index
+  std::unique_ptr<tcp::acceptor> admin;
+  std::shared_ptr<const config::Snapshot> current;
+  std::map<std::string, std::shared_ptr<spdlog::logger>> access_logs;  // by path
+  stats::ProcessStats process;
+  std::unique_ptr<stats::MetricsCollector> collector;
+  std::string last_error;
+  bool draining = false;
+  int exit_code = 0;
+
+  explicit Impl(ServerOptions o) : options(std::move(o)) {}
+
+  std::vector<std::shared_ptr<spdlog::logger>> accessLogsFor(const config::Snapshot& s) {
+    std::vector<std::shared_ptr<spdlog::logger>> logs;
+    for (const auto& l : s.listeners) {
+      if (l.access_log.empty()) {
+        logs.emplace_back();
+        continue;
+      }
+      auto& logger = access_logs[l.access_log];
+      if (!logger) {
+        if (!spdlog::thread_pool()) spdlog::init_thread_pool(8192, 1);
+        spdlog::sink_ptr sink;
+        if (l.access_log == "stdout") sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+        else sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(l.access_log);
+        // Async: the worker only queues the line; a logging thread writes it.
+        logger = std::make_shared<spdlog::async_logger>("access:" + l.access_log, sink, spdlog::thread_pool(),
+                                                        spdlog::async_overflow_policy::overrun_oldest);
+        logger->set_pattern("%v");
+        logger->flush_on(spdlog::level::info);
+      }
+      logs.push_back(logger);
+    }
+    return logs;
+  }
+
+  // RCU-style publish: each worker swaps its pointer on its own thread;
+  // streams keep the snapshot they started with.
+  void publish(std::shared_ptr<const config::Snapshot> snap) {
+    auto logs = accessLogsFor(*snap);
+    current = snap;
+    process.config_version = snap->version;
+    for (auto& w : workers)
+      w->post([w = w.get(), snap, logs] {
+        w->setSnapshot(snap);
+        w->setAccessLogs(logs);
+      });
+  }
+
+  void reload() {
+    const std::uint64_t version = current->version + 1;
+    auto result = config::loadAndCompile(options.config_path, version);
+    if (result.snapshot && listenerKey(*result.snapshot) != listenerKey(*current)) {
+      result.errors.push_back(config::ConfigError{options.config_path, "", "", 0,
+                                                  "listeners (names or addresses) changed; restart the proxy to apply"});
+      result.snapshot.reset();
+    }
+    if (!result.snapshot) {
+      ++process.config_reloads_failed;
+      last_error = config::joinErrors(result.errors);
+      spdlog::error("config reload rejected, keeping version {}:\n{}", current->version, last_error);
+      return;
+    }
+    ++process.config_reloads_ok;
+    last_error.clear();
+    publish(result.snapshot);
+    spdlog::info("config version {} applied", version);
+  }
+
+  void bindListeners() {
+    acceptors.resize(workers.size());
+    bound.resize(current->listeners.size());
+    for (const auto& l : current->listeners) {
+      tcp::endpoint ep(asio::ip::make_address(l.ip), l.port);
+      for (std::size_t w = 0; w < workers.size(); ++w) {
+        // SO_REUSEPORT: each worker has its own accept queue on the same
+        // port, and the kernel spreads connections across them.
+        auto a = std::make_unique<tcp::acceptor>(workers[w]->io());
+        a->open(ep.protocol());
+        a->set_option(tcp::acceptor::reuse_address(true));
+        int one = 1;
+        ::setsockopt(a->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        a->bind(w == 0 ? ep : bound[l.index]);
+        a->listen(asio::socket_base::max_listen_connections);
+        if (w == 0) bound[l.index] = a->local_endpoint();  // port 0 -> the port picked
+        acceptors[w].push_back(std::move(a));
+      }
+      announce("listener " + l.name, bound[l.index]);
+    }
+  }
+
+  static awaitable<void> acceptLoop(Worker& worker, tcp::acceptor& acceptor, std::uint32_t listener) {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(kTuple);
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        spdlog::warn("accept failed: {}", ec.message());
+        continue;  // e.g. EMFILE; keep serving the connections we have
+      }
+      asio::co_spawn(worker.io(),
+                     Http1Connection::serve(std::make_unique<Http1Connection>(worker, std::move(socket), listener)),
+                     asio::detached);
+    }
+  }
+
+  std::vector<stats::WorkerStats> gatherStats() {
+    std::vector<std::future<stats::WorkerStats>> futures;
+    for (auto& w : workers) {
+      auto p = std::make_shared<std::promise<stats::WorkerStats>>();
+      futures.push_back(p->get_future());
+      w->post([w = w.get(), p] { p->set_value(w->stats()); });
+    }
+    std::vector<stats::WorkerStats> out;
+    for (auto& f : futures)
+      if (f.wait_for(std::chrono::seconds(2)) == std::future_status::ready) out.push_back(f.get());
+    return out;
+  }
+
+  std::string listenersJson() const {
+    std::string out = "{";
+    for (const auto& l : current->listeners) {
+      if (out.size() > 1) out += ',';
+      appendJsonString(out, l.name);
+      out += ':';
+      appendJsonString(out, bound[l.index].address().to_string() + ":" + std::to_string(bound[l.index].port()));
+    }
+    return out + "}";
+  }
+
+  http::response<http::string_body> adminResponse(const http::request<http::string_body>& req) {
+    http::response<http::string_body> res{http::status::ok, req.version()};
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    const std::string_view target = req.target();
+    const std::string_view path = target.substr(0, target.find('?'));
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      res.result(http::status::method_not_allowed);
+      res.body() = "GET only\n";
+    } else if (path == "/healthz") {
+      res.body() = "ok\n";
+    } else if (path == "/ready") {
+      if (draining) {
+        res.result(http::status::service_unavailable);
+        res.body() = "draining\n";
+      } else {
+        res.body() = "ready: config version " + std::to_string(current->version) + "\n";
+      }
+    } else if (path == "/metrics") {
+      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      res.body() = prometheus::TextSerializer().Serialize(collector->Collect());
+    } else if (path == "/config_dump") {
+      res.set(http::field::content_type, "application/json");
+      std::string body = "{\"version\":" + std::to_string(current->version) + ",\"hash\":";
+      appendJsonString(body, current->hash);
+      body += ",\"last_reload_error\":";
+      appendJsonString(body, last_error);
+      body += ",\"config\":" + current->dump_json + "}";
+      res.body() = std::move(body);
+    } else if (path == "/listeners") {
+      res.set(http::field::content_type, "application/json");
+      res.body() = listenersJson();
+    } else {
+      res.result(http::status::not_found);
+      res.body() = "endpoints: /ready /healthz /metrics /config_dump /listeners\n";
+    }
+    res.prepare_payload();
+    return res;
+  }
+
+  awaitable<void> adminSession(beast::tcp_stream stream) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(64 * 1024);
+      stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTuple);
+      if (ec) co_return;
+      auto res = adminResponse(parser.get());
+      auto [wec, wn] = co_await http::async_write(stream, res, kTuple);
+      if (wec || !res.keep_alive()) co_return;
+    }
+  }
+
+  awaitable<void> adminLoop() {
+    for (;;) {
+      auto [ec, socket] = co_await admin->async_accept(kTuple);
+      if (ec) co_return;
+      asio::co_spawn(io, adminSession(beast::tcp_stream(std::move(socket))), asio::detached);
+    }
+  }
+
+  awaitable<void> drainAndStop() {
+    draining = true;
+    spdlog::info("draining: no new connections; waiting up to {} ms for in-flight streams",
+                 options.drain_timeout.count());
+    for (std::size_t w = 0; w < workers.size(); ++w)
+      workers[w]->post([this, w] {
+        for (auto& a : acceptors[w]) a->close();
+        workers[w]->beginDrain();
+      });
+    asio::steady_timer timer(io);
+    const auto deadline = std::chrono::steady_clock::now() + options.drain_timeout;
+    for (;;) {
+      std::int64_t active = 0;
+      for (auto& w : workers) active += w->activeStreams();
+      if (active == 0) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        spdlog::warn("drain deadline passed with {} streams in flight", active);
+        break;
+      }
+      timer.expires_after(std::chrono::milliseconds(20));
+      co_await timer.async_wait(kTuple);
+    }
+    admin->close();
+    io.stop();
+  }
+
+  awaitable<void> signalLoop() {
+    asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
+    for (;;) {
+      auto [ec, sig] = co_await signals.async_wait(kTuple);
+      if (ec) co_return;
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading {}", options.config_path);
+        reload();
+      } else {
+        co_await drainAndStop();
+        co_return;
+      }
+    }
+  }
+
+  int run() {
+    auto result = config::loadAndCompile(options.config_path, 1);
+    if (!result.snapshot) {
+      spdlog::error("invalid config:\n{}", config::joinErrors(result.errors));
+      return 1;
+    }
+    current = result.snapshot;
+    const unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < n; ++i) workers.push_back(std::make_unique<Worker>(i));
+    collector = std::make_unique<stats::MetricsCollector>([this] { return gatherStats(); }, process);
+    try {
+      bindListeners();
+      admin = std::make_unique<tcp::acceptor>(io, parseEndpoint(options.admin_address));
+      announce("admin", admin->local_endpoint());
+    } catch (const std::exception& e) {
+      spdlog::error("cannot bind: {}", e.what());
+      return 1;
+    }
+    publish(current);
+    for (std::size_t w = 0; w < workers.size(); ++w)
+      for (std::size_t l = 0; l < acceptors[w].size(); ++l)
+        asio::co_spawn(workers[w]->io(), acceptLoop(*workers[w], *acceptors[w][l], static_cast<std::uint32_t>(l)),
+                       asio::detached);
+    for (auto& w : workers) w->start();
+    asio::co_spawn(io, adminLoop(), asio::detached);
+    asio::co_spawn(io, signalLoop(), asio::detached);
+    spdlog::info("infermesh-proxy running: {} workers, config version {}", n, current->version);
+    io.run();
+    for (auto& w : workers) w->stopAndJoin();
+    acceptors.clear();
+    workers.clear();
+    spdlog::info("stopped");
+    spdlog::shutdown();
+    return exit_code;
+  }
+};
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Server::~Server() = default;
+int Server::run() { return impl_->run(); }
+
+}  // namespace infermesh::proxy

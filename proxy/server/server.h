@@ -1,0 +1,29 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace infermesh::proxy {
+
+struct ServerOptions {
+  std::string config_path;
+  std::string admin_address = "127.0.0.1:9901";
+  unsigned workers = 0;  // 0: one per core
+  std::chrono::milliseconds drain_timeout{30000};
+};
+
+// The proxy process: workers, listeners, admin endpoint, signals, reload.
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  // Runs until SIGTERM/SIGINT has drained. Returns the exit code.
+  int run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace infermesh::proxy

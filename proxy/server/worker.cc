@@ -1,0 +1,56 @@
+#include "proxy/server/worker.h"
+
+#include <boost/asio/post.hpp>
+
+#include "proxy/server/http1_connection.h"
+
+namespace infermesh::proxy {
+
+Worker::Worker(unsigned index)
+    : index_(index),
+      work_(std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
+          io_.get_executor())),
+      rng_(std::random_device{}()) {}
+
+Worker::~Worker() { stopAndJoin(); }
+
+void Worker::start() {
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+void Worker::stopAndJoin() {
+  if (!thread_.joinable()) return;
+  post([this] {
+    // Close everything this thread owns, then let run() return.
+    for (auto* c : std::vector<Http1Connection*>(connections_.begin(), connections_.end())) c->close();
+    upstreams_.clear();
+    work_.reset();
+    io_.stop();
+  });
+  thread_.join();
+}
+
+void Worker::post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
+
+std::uint32_t Worker::nextRoundRobin(std::uint32_t model_index) {
+  if (model_index >= round_robin_.size()) round_robin_.resize(model_index + 1, 0);
+  return round_robin_[model_index]++;
+}
+
+std::string Worker::newRequestId() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::uint64_t a = rng_(), b = rng_();
+  std::string id(32, '0');
+  for (int i = 0; i < 16; ++i) {
+    id[i] = kHex[(a >> (i * 4)) & 0xf];
+    id[16 + i] = kHex[(b >> (i * 4)) & 0xf];
+  }
+  return id;
+}
+
+void Worker::beginDrain() {
+  draining_ = true;
+  for (auto* c : std::vector<Http1Connection*>(connections_.begin(), connections_.end())) c->drain();
+}
+
+}  // namespace infermesh::proxy

@@ -1,0 +1,107 @@
+#include "proxy/stats/metrics_collector.h"
+
+#include <prometheus/metric_family.h>
+
+#include "proxy/stats/name_table.h"
+
+namespace infermesh::stats {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void addValue(MetricFamily& f, double v, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) m.counter.value = v;
+  else m.gauge.value = v;
+  f.metric.push_back(std::move(m));
+}
+
+}  // namespace
+
+std::vector<MetricFamily> MetricsCollector::Collect() const {
+  WorkerStats total;
+  for (const auto& w : gather_()) total.merge(w);
+  std::vector<MetricFamily> out;
+  auto& names = NameTable::instance();
+
+  auto requests = family("infermesh_http_requests_total",
+                         "Downstream requests by route, model and response status class (0xx: no response).",
+                         MetricType::Counter);
+  static constexpr const char* kClass[] = {"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (const auto& [key, by_class] : total.requests) {
+    const std::string route = names.name(static_cast<std::uint32_t>(key >> 32));
+    const std::string model = names.name(static_cast<std::uint32_t>(key & 0xffffffff));
+    for (std::size_t c = 0; c < by_class.size(); ++c)
+      if (by_class[c])
+        addValue(requests, static_cast<double>(by_class[c]),
+                 {{"route", route}, {"model", model}, {"status_class", kClass[c]}});
+  }
+  out.push_back(std::move(requests));
+
+  auto duration = family("infermesh_http_request_duration_seconds",
+                         "Time from request head to the end of the response.", MetricType::Histogram);
+  ClientMetric h;
+  h.histogram.sample_count = total.request_duration.count;
+  h.histogram.sample_sum = total.request_duration.sum;
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i <= kDurationBuckets.size(); ++i) {
+    cumulative += total.request_duration.counts[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < kDurationBuckets.size() ? kDurationBuckets[i] : std::numeric_limits<double>::infinity();
+    h.histogram.bucket.push_back(b);
+  }
+  duration.metric.push_back(std::move(h));
+  out.push_back(std::move(duration));
+
+  auto down = family("infermesh_downstream_errors_total", "Requests the proxy rejected or answered itself, by reason.",
+                     MetricType::Counter);
+  for (std::size_t i = 0; i < total.downstream_errors.size(); ++i)
+    addValue(down, static_cast<double>(total.downstream_errors[i]), {{"reason", kDownstreamErrorNames[i]}});
+  out.push_back(std::move(down));
+
+  auto up = family("infermesh_upstream_errors_total",
+                   "Upstream failures by reason (connect_failure counts failed connection attempts).",
+                   MetricType::Counter);
+  for (std::size_t i = 0; i < total.upstream_errors.size(); ++i)
+    addValue(up, static_cast<double>(total.upstream_errors[i]), {{"reason", kUpstreamErrorNames[i]}});
+  out.push_back(std::move(up));
+
+  auto simple = [&](const char* name, const char* help, MetricType type, double v) {
+    auto f = family(name, help, type);
+    addValue(f, v);
+    out.push_back(std::move(f));
+  };
+  simple("infermesh_upstream_connections_opened_total", "Upstream connections opened.", MetricType::Counter,
+         static_cast<double>(total.upstream_connections_opened));
+  simple("infermesh_upstream_connections_reused_total", "Requests sent on a pooled keep-alive connection.",
+         MetricType::Counter, static_cast<double>(total.upstream_connections_reused));
+  simple("infermesh_upstream_retries_total", "Attempts on another endpoint after a connect failure.",
+         MetricType::Counter, static_cast<double>(total.upstream_retries));
+  simple("infermesh_streams_aborted_total", "Responses that failed after they had started (client sees an error).",
+         MetricType::Counter, static_cast<double>(total.streams_aborted));
+  simple("infermesh_downstream_connections_active", "Open client connections.", MetricType::Gauge,
+         static_cast<double>(total.downstream_connections_active));
+  simple("infermesh_upstream_connections_active", "Upstream connections carrying a request now.", MetricType::Gauge,
+         static_cast<double>(total.upstream_connections_active));
+  simple("infermesh_config_version", "Version of the config snapshot in force.", MetricType::Gauge,
+         static_cast<double>(process_.config_version.load()));
+  auto reloads = family("infermesh_config_reloads_total", "Config reloads by result.", MetricType::Counter);
+  addValue(reloads, static_cast<double>(process_.config_reloads_ok.load()), {{"result", "ok"}});
+  addValue(reloads, static_cast<double>(process_.config_reloads_failed.load()), {{"result", "error"}});
+  out.push_back(std::move(reloads));
+  return out;
+}
+
+}  // namespace infermesh::stats

@@ -1,0 +1,35 @@
+#pragma once
+
+#include <prometheus/collectable.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "proxy/stats/worker_stats.h"
+
+namespace infermesh::stats {
+
+// Process-level values owned by the main thread.
+struct ProcessStats {
+  std::atomic<std::uint64_t> config_version{0};
+  std::atomic<std::uint64_t> config_reloads_ok{0};
+  std::atomic<std::uint64_t> config_reloads_failed{0};
+};
+
+// Turns the per-worker counters into Prometheus families at scrape time.
+// `gather` returns one WorkerStats copy per worker (taken on each worker's
+// own thread), so the request path never touches shared state.
+class MetricsCollector final : public prometheus::Collectable {
+ public:
+  MetricsCollector(std::function<std::vector<WorkerStats>()> gather, const ProcessStats& process)
+      : gather_(std::move(gather)), process_(process) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  std::function<std::vector<WorkerStats>()> gather_;
+  const ProcessStats& process_;
+};
+
+}  // namespace infermesh::stats

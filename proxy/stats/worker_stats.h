@@ -1,0 +1,76 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <unordered_map>
+
+namespace infermesh::stats {
+
+// Request duration buckets, in seconds (upper bounds; +Inf is implicit).
+inline constexpr std::array<double, 14> kDurationBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60};
+
+struct Histogram {
+  std::array<std::uint64_t, kDurationBuckets.size() + 1> counts{};  // last: +Inf
+  double sum = 0;
+  std::uint64_t count = 0;
+  void observe(double seconds) {
+    std::size_t i = 0;
+    while (i < kDurationBuckets.size() && seconds > kDurationBuckets[i]) ++i;
+    ++counts[i];
+    sum += seconds;
+    ++count;
+  }
+  void merge(const Histogram& o) {
+    for (std::size_t i = 0; i < counts.size(); ++i) counts[i] += o.counts[i];
+    sum += o.sum;
+    count += o.count;
+  }
+};
+
+// Why the proxy answered a client itself or dropped it.
+enum class DownstreamError : std::uint8_t {
+  BadRequest,       // malformed HTTP or smuggling attempt -> 400
+  HeaderTooLarge,   // -> 431
+  BodyTooLarge,     // -> 413
+  Timeout,          // -> 408
+  InvalidJson,      // -> 400
+  MissingModel,     // -> 400
+  UnknownModel,     // -> 404
+  NoRoute,          // -> 404
+  Count
+};
+inline constexpr const char* kDownstreamErrorNames[] = {
+    "bad_request", "header_too_large", "body_too_large", "timeout",
+    "invalid_json", "missing_model", "unknown_model", "no_route"};
+
+enum class UpstreamError : std::uint8_t { ConnectFailure, Timeout, ProtocolError, Reset, Count };
+inline constexpr const char* kUpstreamErrorNames[] = {"connect_failure", "timeout", "protocol_error", "reset"};
+
+// One worker's counters: plain integers, written only by that worker's
+// thread. The admin thread reads them by posting a copy request to the
+// worker (see MetricsCollector), so no atomics or locks are needed.
+struct WorkerStats {
+  // (route stats id << 32 | model stats id) -> responses by status class;
+  // index 0 counts streams that ended without a response.
+  std::unordered_map<std::uint64_t, std::array<std::uint64_t, 6>> requests;
+  Histogram request_duration;
+  std::array<std::uint64_t, static_cast<std::size_t>(DownstreamError::Count)> downstream_errors{};
+  std::array<std::uint64_t, static_cast<std::size_t>(UpstreamError::Count)> upstream_errors{};
+  std::uint64_t upstream_connections_opened = 0;
+  std::uint64_t upstream_connections_reused = 0;
+  std::uint64_t upstream_retries = 0;
+  std::uint64_t streams_aborted = 0;  // response started, then failed
+  std::int64_t downstream_connections_active = 0;
+  std::int64_t upstream_connections_active = 0;
+
+  void countRequest(std::uint32_t route_id, std::uint32_t model_id, unsigned status) {
+    auto& by_class = requests[(std::uint64_t{route_id} << 32) | model_id];
+    ++by_class[status >= 100 && status < 600 ? status / 100 : 0];
+  }
+  void count(DownstreamError e) { ++downstream_errors[static_cast<std::size_t>(e)]; }
+  void count(UpstreamError e) { ++upstream_errors[static_cast<std::size_t>(e)]; }
+  void merge(const WorkerStats& o);
+};
+
+}  // namespace infermesh::stats
