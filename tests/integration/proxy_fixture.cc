@@ -1,0 +1,94 @@
+#include "tests/integration/proxy_fixture.h"
+
+#include <sstream>
+
+namespace infermesh::testing {
+
+void ProxyTest::SetUpTestSuite() {
+  bin_dir = INFERMESH_BIN_DIR;
+  const std::string models = "chat-model,slow-model,flaky-model,sluggish-model,embed-model";
+  fast_a = startMock("fast-a", {"--models", models});
+  fast_b = startMock("fast-b", {"--models", models});
+  slow = startMock("slow", {"--models", models, "--chunk-delay-ms", "150", "--chunks", "6"});
+  resetting = startMock("resetting", {"--models", models, "--chunk-delay-ms", "20", "--chunks", "8", "--reset-rate", "1"});
+  sluggish = startMock("sluggish", {"--models", models, "--ttft-ms", "3000"});
+}
+
+void ProxyTest::TearDownTestSuite() {
+  for (Mock* m : {&fast_a, &fast_b, &slow, &resetting, &sluggish}) m->process.reset();
+}
+
+Mock ProxyTest::startMock(const std::string& name, std::vector<std::string> args) {
+  std::vector<std::string> argv{bin_dir + "/bench/infermesh-mock-model", "--port", "0", "--name", name};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Mock m;
+  m.process = Process::start(argv, "/tmp/infermesh-test-mock-" + name + ".log");
+  m.port = portOf(m.process->waitForLine("listening "));
+  EXPECT_GT(m.port, 0) << "mock " << name << " did not start";
+  return m;
+}
+
+std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
+  std::ostringstream y;
+  y << "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec:\n"
+    << "  address: 127.0.0.1:0\n  filters: [{name: router}]\n"
+    << "  limits: {maxRequestBodyBytes: 1048576, headerTimeout: 1s, bodyTimeout: 1s, idleTimeout: 5s}\n"
+    << listener_extra << "---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: chat-model}\n"
+    << "spec: {aliases: [chat-alias], endpoints: [{address: '" << fast_a.address() << "'}, {address: '"
+    << fast_b.address() << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: slow-model}\n"
+    << "spec: {endpoints: [{address: '" << slow.address() << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: flaky-model}\n"
+    << "spec: {endpoints: [{address: '" << resetting.address() << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: sluggish-model}\n"
+    << "spec: {endpoints: [{address: '" << sluggish.address() << "'}]}\n---\n"
+    // Port 1 on loopback refuses connections: an endpoint that is down.
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: dead-model}\n"
+    << "spec: {endpoints: [{address: '127.0.0.1:1'}], connectTimeout: 500ms}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: half-dead-model}\n"
+    << "spec: {upstreamModel: chat-model, endpoints: [{address: '127.0.0.1:1'}, {address: '" << fast_a.address()
+    << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: impatient}\n"
+    << "spec: {order: 1, match: {models: [sluggish-model]}, timeouts: {idle: 300ms}}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: api}\n"
+    << "spec: {match: {pathPrefix: /v1/}}\n";
+  return y.str();
+}
+
+void ProxyTest::startProxy(const std::string& config_yaml, int workers) {
+  dir.write("config.yaml", config_yaml);
+  proxy = Process::start({bin_dir + "/proxy/infermesh-proxy", "--config", dir.path(), "--admin", "127.0.0.1:0",
+                          "--workers", std::to_string(workers), "--drain-timeout", "10"},
+                         dir.path() + "/proxy.log");
+  port = portOf(proxy->waitForLine("listener main "));
+  admin = portOf(proxy->waitForLine("admin "));
+  ASSERT_GT(port, 0) << "proxy did not start; see " << dir.path() << "/proxy.log";
+  ASSERT_GT(admin, 0);
+}
+
+HttpResponse ProxyTest::chat(const std::string& model, bool stream) {
+  return httpRequest(port, "POST", "/v1/chat/completions", chatBody(model, stream));
+}
+
+double ProxyTest::metric(const std::string& name, const std::string& labels) {
+  std::istringstream in(httpGetBody(admin, "/metrics"));
+  double sum = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto space = line.rfind(' ');
+    const std::string key = line.substr(0, space);
+    if (key != name && key.rfind(name + "{", 0) != 0) continue;
+    if (!labels.empty() && key.find(labels) == std::string::npos) continue;
+    sum += std::stod(line.substr(space + 1));
+  }
+  return sum;
+}
+
+int ProxyTest::mockConnections(const Mock& m) {
+  const std::string body = httpGetBody(m.port, "/mock/stats");
+  const auto at = body.find("\"connections\":");
+  return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + 14);
+}
+
+}  // namespace infermesh::testing

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/http_client.h"
+#include "tests/support/process.h"
+
+namespace infermesh::testing {
+
+// Mock model servers shared by a test suite (started once), and a proxy per
+// test, all on 127.0.0.1 with ports picked by the kernel.
+struct Mock {
+  std::unique_ptr<Process> process;
+  int port = 0;
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+};
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+  static Mock startMock(const std::string& name, std::vector<std::string> args);
+
+  // The YAML the proxy starts with; tests may override parts.
+  std::string baseConfig(const std::string& listener_extra = "") const;
+  void startProxy(const std::string& config_yaml, int workers = 1);
+  HttpResponse chat(const std::string& model, bool stream = false);
+  // Sum of a metric's samples whose label text contains `labels`.
+  double metric(const std::string& name, const std::string& labels = "");
+  int mockConnections(const Mock& m);
+
+  static inline Mock fast_a, fast_b, slow, resetting, sluggish;
+  static inline std::string bin_dir;
+  TempDir dir;
+  std::unique_ptr<Process> proxy;
+  int port = 0;
+  int admin = 0;
+};
+
+}  // namespace infermesh::testing

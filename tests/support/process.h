@@ -1,0 +1,50 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace infermesh::testing {
+
+// A child process with its stdout on a pipe (for the "bound to ip:port"
+// lines) and stderr in a file. The destructor kills and reaps it.
+class Process {
+ public:
+  static std::unique_ptr<Process> start(const std::vector<std::string>& argv, const std::string& stderr_path);
+  ~Process();
+
+  // The rest of the first stdout line starting with `prefix`; empty on timeout.
+  std::string waitForLine(const std::string& prefix, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  void signal(int sig);
+  // Exit status, or -1 if it did not exit in time (or died by a signal).
+  int wait(std::chrono::milliseconds timeout);
+  bool running();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string pending_;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+// "127.0.0.1:1234" -> 1234
+int portOf(const std::string& address);
+
+// A fresh directory under /tmp, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  void write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+}  // namespace infermesh::testing

@@ -1,0 +1,74 @@
+#include "filters/router/model_extractor.h"
+
+#include <gtest/gtest.h>
+
+namespace infermesh::router {
+namespace {
+
+ExtractError run(std::string body, BodyFields& f) {
+  static ModelExtractor extractor;
+  ModelExtractor::ensurePadding(body);
+  return extractor.extract(body, f);
+}
+
+TEST(ModelExtractor, ReadsModelAndStreamInAnyOrder) {
+  BodyFields f;
+  ASSERT_EQ(run(R"({"messages":[{"role":"user","content":"hi \"model\": x"}],"stream":true,"model":"gpt-4o"})", f),
+            ExtractError::None);
+  EXPECT_EQ(f.model, "gpt-4o");
+  EXPECT_TRUE(f.stream);
+}
+
+TEST(ModelExtractor, UnescapesTheModelName) {
+  BodyFields f;
+  ASSERT_EQ(run(R"({"model":"llama\u002d3\"x\""})", f), ExtractError::None);
+  EXPECT_EQ(f.model, "llama-3\"x\"");
+}
+
+TEST(ModelExtractor, IgnoresNestedModelFields) {
+  BodyFields f;
+  ASSERT_EQ(run(R"({"metadata":{"model":"inner"},"model":"outer"})", f), ExtractError::None);
+  EXPECT_EQ(f.model, "outer");
+}
+
+TEST(ModelExtractor, MissingModelIsNotAJsonError) {
+  BodyFields f;
+  ASSERT_EQ(run(R"({"messages":[]})", f), ExtractError::None);
+  EXPECT_TRUE(f.model.empty());
+  EXPECT_FALSE(f.stream);
+}
+
+TEST(ModelExtractor, RejectsInvalidJson) {
+  BodyFields f;
+  EXPECT_EQ(run(R"({"model":"x",)", f), ExtractError::InvalidJson);
+  EXPECT_EQ(run(R"({"model":"x"} trailing)", f), ExtractError::InvalidJson);
+  EXPECT_EQ(run("", f), ExtractError::InvalidJson);
+  EXPECT_EQ(run("\xff\xfe", f), ExtractError::InvalidJson);
+  EXPECT_EQ(run(R"(["model","x"])", f), ExtractError::NotAnObject);
+  EXPECT_EQ(run(R"({"model":42})", f), ExtractError::ModelNotString);
+  EXPECT_EQ(run(R"({"model":"x","stream":"yes"})", f), ExtractError::StreamNotBool);
+}
+
+TEST(ModelExtractor, HandlesHugeBodies) {
+  std::string body = R"({"messages":[)";
+  for (int i = 0; i < 20000; ++i) body += R"({"role":"user","content":"lorem ipsum dolor sit amet consectetur"},)";
+  body += R"({"role":"user","content":"end"}],"model":"big-model"})";
+  ASSERT_GT(body.size(), 1u << 20);
+  BodyFields f;
+  ASSERT_EQ(run(body, f), ExtractError::None);
+  EXPECT_EQ(f.model, "big-model");
+}
+
+TEST(ModelExtractor, RewritesTheTopLevelModelOnly) {
+  std::string body = R"({"metadata":{"model":"keep"}, "model" : "alias" ,"stream":true})";
+  ASSERT_TRUE(ModelExtractor::rewriteModel(body, "real-\"name"));
+  EXPECT_EQ(body, R"({"metadata":{"model":"keep"}, "model" : "real-\"name" ,"stream":true})");
+  BodyFields f;
+  ASSERT_EQ(run(body, f), ExtractError::None);
+  EXPECT_EQ(f.model, "real-\"name");
+  std::string no_model = R"({"x":1})";
+  EXPECT_FALSE(ModelExtractor::rewriteModel(no_model, "m"));
+}
+
+}  // namespace
+}  // namespace infermesh::router

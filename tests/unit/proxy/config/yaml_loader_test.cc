@@ -1,0 +1,181 @@
+#include "proxy/config/yaml_loader.h"
+
+#include <gtest/gtest.h>
+
+#include "filters/builtin.h"
+#include "proxy/config/compiler.h"
+
+namespace infermesh::config {
+namespace {
+
+constexpr const char* kListener = R"(apiVersion: infermesh.io/v1
+kind: Listener
+metadata:
+  name: main
+spec:
+  address: 127.0.0.1:0
+  filters:
+    - name: router
+)";
+
+constexpr const char* kModel = R"(---
+apiVersion: infermesh.io/v1
+kind: Model
+metadata:
+  name: chat-small
+spec:
+  aliases: [small]
+  endpoints:
+    - address: 127.0.0.1:9001
+    - address: localhost:9002
+  connectTimeout: 250ms
+)";
+
+class LoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override { filters::registerBuiltinFilters(); }
+
+  CompileResult load(const std::string& text) {
+    YamlLoader loader;
+    loader.loadText(text, "test.yaml");
+    if (!loader.errors().empty()) return CompileResult{nullptr, loader.errors()};
+    return compile(loader.resources(), 7);
+  }
+
+  // The single error expected, or a failure listing them all.
+  ConfigError onlyError(const std::string& text) {
+    auto r = load(text);
+    EXPECT_EQ(r.errors.size(), 1u) << joinErrors(r.errors);
+    return r.errors.empty() ? ConfigError{} : r.errors.front();
+  }
+};
+
+TEST_F(LoaderTest, CompilesAValidConfig) {
+  auto r = load(std::string(kListener) + kModel +
+                "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: r}\n"
+                "spec:\n  match: {pathPrefix: /v1/}\n  timeouts: {request: 2m, idle: 30s}\n");
+  ASSERT_TRUE(r.snapshot) << joinErrors(r.errors);
+  const Snapshot& s = *r.snapshot;
+  EXPECT_EQ(s.version, 7u);
+  ASSERT_EQ(s.models.size(), 1u);
+  EXPECT_EQ(s.models[0].connect_timeout.count(), 250);
+  ASSERT_EQ(s.models[0].endpoints.size(), 2u);
+  EXPECT_EQ(s.models[0].endpoints[1].ip, "127.0.0.1");  // localhost resolved at compile time
+  EXPECT_EQ(s.findModel("small"), &s.models[0]);
+  ASSERT_EQ(s.routes.size(), 1u);
+  EXPECT_EQ(s.routes[0].request_timeout.count(), 120000);
+  EXPECT_EQ(s.routes[0].idle_timeout.count(), 30000);
+  EXPECT_NE(s.dump_json.find("\"chat-small\""), std::string::npos);
+}
+
+TEST_F(LoaderTest, UnknownFieldNamesFileDocumentFieldAndLine) {
+  auto e = onlyError(std::string(kListener) + kModel +
+                     "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: r}\nspec:\n  match:\n"
+                     "    pathPrefx: /v1/\n");
+  EXPECT_EQ(e.file, "test.yaml");
+  EXPECT_EQ(e.document, "Route/r");
+  EXPECT_EQ(e.field, "spec.match.pathPrefx");
+  EXPECT_EQ(e.line, 26);
+  EXPECT_NE(e.message.find("unknown field"), std::string::npos);
+  EXPECT_NE(e.str().find("test.yaml:26: Route/r: spec.match.pathPrefx: unknown field"), std::string::npos) << e.str();
+}
+
+TEST_F(LoaderTest, RouteToUndefinedModelIsAnError) {
+  auto e = onlyError(std::string(kListener) +
+                     "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: r}\nspec:\n  model: gpt-x\n");
+  EXPECT_EQ(e.document, "Route/r");
+  EXPECT_EQ(e.field, "spec.model");
+  EXPECT_EQ(e.line, 14);
+  EXPECT_NE(e.message.find("\"gpt-x\" is not defined"), std::string::npos);
+}
+
+TEST_F(LoaderTest, WrongTypesAreReportedWithTheirPath) {
+  auto e = onlyError(std::string(kListener) +
+                     "  limits:\n    maxRequestBodyBytes: lots\n");
+  EXPECT_EQ(e.field, "spec.limits.maxRequestBodyBytes");
+  EXPECT_EQ(e.line, 10);
+  EXPECT_NE(e.message.find("expected a number"), std::string::npos);
+
+  e = onlyError(std::string(kListener) + "  limits:\n    headerTimeout: soon\n");
+  EXPECT_EQ(e.field, "spec.limits.headerTimeout");
+  EXPECT_NE(e.message.find("duration"), std::string::npos);
+
+  e = onlyError(std::string(kListener) +
+                "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: m}\nspec:\n  aliases: small\n");
+  EXPECT_EQ(e.field, "spec.aliases");
+  EXPECT_NE(e.message.find("expected a list"), std::string::npos);
+}
+
+TEST_F(LoaderTest, DocumentHeaderIsChecked) {
+  auto e = onlyError("apiVersion: v2\nkind: Listener\nmetadata: {name: x}\nspec: {}\n");
+  EXPECT_EQ(e.field, "apiVersion");
+  EXPECT_EQ(e.line, 1);
+  e = onlyError("apiVersion: infermesh.io/v1\nkind: Gateway\nmetadata: {name: x}\nspec: {}\n");
+  EXPECT_EQ(e.field, "kind");
+  EXPECT_NE(e.message.find("unknown kind \"Gateway\""), std::string::npos);
+  e = onlyError("apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {}\nspec: {}\n");
+  EXPECT_EQ(e.field, "metadata.name");
+}
+
+TEST_F(LoaderTest, InvalidYamlReportsTheLine) {
+  auto e = onlyError(std::string(kListener) + "  limits: [unclosed\n");
+  EXPECT_EQ(e.file, "test.yaml");
+  EXPECT_GT(e.line, 8);
+  EXPECT_NE(e.message.find("invalid YAML"), std::string::npos);
+}
+
+TEST_F(LoaderTest, SemanticErrors) {
+  auto e = onlyError(
+      "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  address: nowhere\n"
+      "  filters: [{name: router}]\n");
+  EXPECT_EQ(e.field, "spec.address");
+  EXPECT_EQ(e.line, 5);
+
+  e = onlyError(
+      "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  address: 127.0.0.1:0\n"
+      "  filters:\n    - name: compress\n    - name: router\n");
+  EXPECT_EQ(e.field, "spec.filters[0].name");
+  EXPECT_EQ(e.line, 7);
+  EXPECT_NE(e.message.find("unknown filter"), std::string::npos);
+
+  e = onlyError(std::string(kListener) + kModel +
+                "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: other}\n"
+                "spec:\n  aliases: [small]\n  endpoints: [{address: '127.0.0.1:1'}]\n");
+  EXPECT_EQ(e.document, "Model/other");
+  EXPECT_EQ(e.field, "spec.aliases[0]");
+  EXPECT_NE(e.message.find("already used by Model/chat-small"), std::string::npos);
+
+  e = onlyError(std::string(kListener) +
+                "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: m}\n"
+                "spec:\n  endpoints: [{address: '127.0.0.1:99999'}]\n");
+  EXPECT_EQ(e.field, "spec.endpoints[0].address");
+  EXPECT_NE(e.message.find("invalid port"), std::string::npos);
+}
+
+TEST_F(LoaderTest, EveryErrorIsReportedNotOnlyTheFirst) {
+  auto r = load(
+      "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  adress: x\n  protcol: y\n");
+  EXPECT_EQ(r.errors.size(), 2u) << joinErrors(r.errors);
+}
+
+TEST_F(LoaderTest, RoutesAreOrderedByOrderThenSource) {
+  auto r = load(std::string(kListener) + kModel +
+                "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: a}\nspec: {}\n"
+                "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: b}\nspec: {order: 5}\n"
+                "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: c}\nspec: {}\n");
+  ASSERT_TRUE(r.snapshot) << joinErrors(r.errors);
+  ASSERT_EQ(r.snapshot->routes.size(), 3u);
+  EXPECT_EQ(r.snapshot->routes[0].name, "b");
+  EXPECT_EQ(r.snapshot->routes[1].name, "a");
+  EXPECT_EQ(r.snapshot->routes[2].name, "c");
+}
+
+TEST_F(LoaderTest, MissingPathIsAnError) {
+  YamlLoader loader;
+  loader.loadPath("/nonexistent/infermesh");
+  ASSERT_EQ(loader.errors().size(), 1u);
+  EXPECT_NE(loader.errors()[0].str().find("no such file"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace infermesh::config
