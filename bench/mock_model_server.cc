@@ -214,6 +214,24 @@ class Session {
                          ",\"requests\":" + std::to_string(g_requests.load()) + "}";
       co_return co_await writeFull(200, "application/json", body) && keep;
     }
+    if (target == "/mock/echo") {
+      // The request head as received, so tests can check what a proxy forwarded.
+      std::string body = "{\"method\":";
+      appendJsonString(body, req.method_string());
+      body += ",\"headers\":{";
+      bool first = true;
+      for (const auto& f : req) {
+        if (!first) body += ',';
+        first = false;
+        std::string name(f.name_string());
+        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        appendJsonString(body, name);
+        body += ':';
+        appendJsonString(body, f.value());
+      }
+      body += "}}";
+      co_return co_await writeFull(200, "application/json", body) && keep;
+    }
     if (target == "/v1/models") {
       std::string body = "{\"object\":\"list\",\"data\":[";
       for (std::size_t i = 0; i < g_opt.models.size(); ++i) {

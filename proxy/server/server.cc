@@ -70,6 +70,9 @@ struct Server::Impl {
   std::unique_ptr<tcp::acceptor> admin;
   std::shared_ptr<const config::Snapshot> current;
   std::map<std::string, std::shared_ptr<spdlog::logger>> access_logs;  // by path
+  // Installed before anything is announced, so a signal sent as soon as a
+  // parent sees "listener ..." is queued, not fatal.
+  asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
   stats::ProcessStats process;
   std::unique_ptr<stats::MetricsCollector> collector;
   std::string last_error;
@@ -283,7 +286,6 @@ struct Server::Impl {
   }
 
   awaitable<void> signalLoop() {
-    asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
     for (;;) {
       auto [ec, sig] = co_await signals.async_wait(kTuple);
       if (ec) co_return;

@@ -51,6 +51,8 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
     << "'}]}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: impatient}\n"
     << "spec: {order: 1, match: {models: [sluggish-model]}, timeouts: {idle: 300ms}}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: echo}\n"
+    << "spec: {match: {pathPrefix: /mock/}, model: chat-model}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: api}\n"
     << "spec: {match: {pathPrefix: /v1/}}\n";
   return y.str();

@@ -35,6 +35,23 @@ TEST_F(ProxyTest, NonStreamingChatThroughTheProxy) {
   EXPECT_EQ(metric("infermesh_http_requests_total", "route=\"api\",model=\"chat-model\",status_class=\"2xx\""), 3);
 }
 
+TEST_F(ProxyTest, ForwardedHeaders) {
+  startProxy(baseConfig());
+  auto r = httpRequest(port, "GET", "/mock/echo", "",
+                       {{"connection", "keep-alive, x-secret-hop"},
+                        {"keep-alive", "timeout=5"},
+                        {"te", "trailers"},
+                        {"x-secret-hop", "1"},
+                        {"x-forwarded-for", "10.1.2.3"},
+                        {"x-app", "kept"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"x-app\":\"kept\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"x-forwarded-for\":\"10.1.2.3, 127.0.0.1\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"x-request-id\":\"" + r.headers["x-request-id"] + "\""), std::string::npos) << r.body;
+  for (const char* hop : {"\"keep-alive\"", "\"te\"", "\"x-secret-hop\""})
+    EXPECT_EQ(r.body.find(hop), std::string::npos) << hop << " was forwarded: " << r.body;
+}
+
 TEST_F(ProxyTest, StreamingChunksArriveAsTheyAreProduced) {
   startProxy(baseConfig());
   HttpConnection c(port);

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# README command 1: install what is missing, build, start two mock model
+# servers and the proxy with the YAML in deploy/local/, send real requests
+# through the proxy, and show where to look next.
+# DEMO_ONCE=1 stops after the requests instead of waiting for Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+./deploy/build.sh
+BIN="${BUILD_DIR:-build}"
+RUN=/tmp/infermesh-demo
+mkdir -p "$RUN"
+
+for port in 18001 18002 18080 19901; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "demo: port $port on 127.0.0.1 is in use (another demo still running?)" >&2
+    exit 1
+  fi
+done
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+start() {  # name log command...
+  local name=$1 log=$2; shift 2
+  "$@" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    grep -q "$name" "$log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "demo: $* did not start; see $log" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+models=llama-3-8b-instruct,text-embedding-small
+start "listening" "$RUN/mock-a.log" "$BIN/bench/infermesh-mock-model" --port 18001 --name mock-a --models "$models" --chunk-delay-ms 80
+start "listening" "$RUN/mock-b.log" "$BIN/bench/infermesh-mock-model" --port 18002 --name mock-b --models "$models" --chunk-delay-ms 80
+start "admin " "$RUN/proxy.log" "$BIN/proxy/infermesh-proxy" --config deploy/local --admin 127.0.0.1:19901 --workers 2
+
+echo
+echo "== infermesh is running: mock model servers on :18001 and :18002, the proxy on :18080"
+echo
+echo "== POST /v1/chat/completions (model \"llama3\", an alias of llama-3-8b-instruct)"
+curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions \
+  -H 'content-type: application/json' \
+  -d '{"model":"llama3","messages":[{"role":"user","content":"Say hello to the mesh"}]}'
+echo
+grep -iE '^(x-mock-server|x-request-id)' "$RUN/headers.txt" | sed 's/^/   /'
+echo
+echo "== the same request, streamed (SSE, one event per token)"
+curl -sSN http://127.0.0.1:18080/v1/chat/completions \
+  -H 'content-type: application/json' \
+  -d '{"model":"llama3","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream it"}]}'
+echo
+echo "== an unknown model gets an OpenAI-shaped error"
+curl -sS http://127.0.0.1:18080/v1/chat/completions -d '{"model":"gpt-9","messages":[]}'
+echo
+echo
+echo "== request metrics (full set: curl http://127.0.0.1:19901/metrics)"
+curl -sS http://127.0.0.1:19901/metrics | grep '^infermesh_http_requests_total' | sed 's/^/   /'
+cat <<TXT
+
+Where to look next:
+  metrics       curl http://127.0.0.1:19901/metrics
+  config dump   curl http://127.0.0.1:19901/config_dump
+  readiness     curl http://127.0.0.1:19901/ready
+  access log    $RUN/access.log
+  proxy log     $RUN/proxy.log
+  reload        edit deploy/local/*.yaml, then: kill -HUP ${pids[2]}
+TXT
+if [ "${DEMO_ONCE:-0}" = 1 ] || [ ! -t 0 ]; then
+  exit 0
+fi
+echo
+echo "Press Ctrl-C to stop."
+wait
