@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <arpa/inet.h>
 
@@ -298,10 +299,17 @@ CompileResult compile(const Resources& resources, std::uint64_t version) {
 }
 
 CompileResult loadAndCompile(const std::string& path, std::uint64_t version) {
-  YamlLoader loader;
-  loader.loadPath(path);
-  if (!loader.errors().empty()) return CompileResult{nullptr, loader.errors()};
-  return compile(loader.resources(), version);
+  CompileResult result;
+  {
+    YamlLoader loader;
+    loader.loadPath(path);
+    if (!loader.errors().empty()) return CompileResult{nullptr, loader.errors()};
+    result = compile(loader.resources(), version);
+  }
+  // Parsing a large config leaves many freed small blocks (YAML nodes,
+  // protos); hand them back to the OS instead of keeping them as idle RSS.
+  ::malloc_trim(0);
+  return result;
 }
 
 }  // namespace infermesh::config

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the mock model server direct, through
+# infermesh-proxy, through nginx and through haproxy, under identical wrk
+# load in one run. Prints a table and writes bench/RESULTS.md.
+#
+#   bench/run.sh            (builds first; DURATION=5 seconds per case)
+#
+# Every process binds 127.0.0.1 only. Proxies get one worker each and are
+# pinned to CPU 0; the mock server and wrk share CPU 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./deploy/build.sh >/dev/null
+BIN="${BUILD_DIR:-build}"
+DURATION="${DURATION:-5}"
+WORK=$(mktemp -d /tmp/infermesh-bench-XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+PROXY_CPU=0
+LOAD_CPU=1
+if [ "$(nproc)" -lt 2 ]; then LOAD_CPU=0; fi
+
+free_port() {
+  local p
+  while :; do
+    p=$(( (RANDOM % 20000) + 30000 ))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: nothing listening on $1" >&2
+  exit 1
+}
+
+# Resident set (kB) and CPU ticks of a process and its children.
+tree_pids() { echo "$1"; pgrep -P "$1" || true; }
+rss_kb() { local s=0; for p in $(tree_pids "$1"); do s=$((s + $(awk '/VmRSS/{print $2}' /proc/"$p"/status 2>/dev/null || echo 0))); done; echo $s; }
+cpu_ticks() { local s=0; for p in $(tree_pids "$1"); do s=$((s + $(awk '{print $14+$15}' /proc/"$p"/stat 2>/dev/null || echo 0))); done; echo $s; }
+
+MOCK_PORT=$(free_port)
+taskset -c "$LOAD_CPU" "$BIN/bench/infermesh-mock-model" --port "$MOCK_PORT" --models bench-model --chunks 8 \
+  >"$WORK/mock.log" 2>&1 &
+pids+=($!)
+wait_port "$MOCK_PORT"
+
+# infermesh
+IM_PORT=$(free_port); IM_ADMIN=$(free_port)
+mkdir -p "$WORK/im"
+cat >"$WORK/im/config.yaml" <<YAML
+apiVersion: infermesh.io/v1
+kind: Listener
+metadata: {name: bench}
+spec: {address: '127.0.0.1:$IM_PORT', filters: [{name: router}]}
+---
+apiVersion: infermesh.io/v1
+kind: Model
+metadata: {name: bench-model}
+spec: {endpoints: [{address: '127.0.0.1:$MOCK_PORT'}]}
+---
+apiVersion: infermesh.io/v1
+kind: Route
+metadata: {name: api}
+spec: {match: {pathPrefix: /v1/}}
+YAML
+taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/im" --admin "127.0.0.1:$IM_ADMIN" --workers 1 \
+  --log-level warn >"$WORK/im.log" 2>&1 &
+IM_PID=$!; pids+=($IM_PID)
+
+# nginx: keep-alive upstream, no buffering (responses stream), no logs.
+NG_PORT=$(free_port)
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $WORK/nginx/logs/error.log warn;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/tmp;
+  proxy_temp_path $WORK/nginx/tmp;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+NG_PID=$!; pids+=($NG_PID)
+
+# haproxy: one thread, connection reuse, no logs.
+HA_PORT=$(free_port)
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HA_PORT
+  default_backend mock
+backend mock
+  server m1 127.0.0.1:$MOCK_PORT
+CONF
+taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+HA_PID=$!; pids+=($HA_PID)
+
+wait_port "$IM_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
+
+to_ms() {  # wrk prints 812.00us / 1.23ms / 1.01s
+  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
+}
+
+# run_case NAME PORT PID SCRIPT CONNECTIONS -> "rps p50 p99 cpu% errors"
+run_case() {
+  local port=$1 pid=$2 script=$3 conns=$4 out t0 t1 c0 c1
+  c0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid" ); t0=$(date +%s.%N)
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "bench/wrk/$script" \
+        "http://127.0.0.1:$port/v1/chat/completions" 2>&1)
+  t1=$(date +%s.%N); c1=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid" )
+  local rps p50 p99 errs cpu
+  rps=$(echo "$out" | awk '/Requests\/sec/{print int($2)}')
+  p50=$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
+  p99=$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
+  errs=$(echo "$out" | awk '/Non-2xx/{print $NF} /Socket errors/{print "sock"}' | head -1)
+  cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN{ if (b==0) print "-"; else printf "%.0f", 100*(b-a)/hz/(t1-t0) }')
+  echo "${rps:-0} ${p50:-0} ${p99:-0} $cpu ${errs:-0}"
+}
+
+declare -A R
+targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "nginx $NG_PORT $NG_PID" "haproxy $HA_PORT $HA_PID")
+cases=("chat-c1 chat.lua 1" "chat-c16 chat.lua 16" "chat-c64 chat.lua 64" "stream-c64 chat_stream.lua 64" "paced-c4 chat_paced.lua 4")
+for c in "${cases[@]}"; do
+  read -r cname script conns <<<"$c"
+  for t in "${targets[@]}"; do
+    read -r tname port pid <<<"$t"
+    R[$cname,$tname]=$(run_case "$port" "$pid" "$script" "$conns")
+    echo "bench: $cname $tname: ${R[$cname,$tname]}" >&2
+  done
+done
+
+# Idle RSS with 1,000 models and 1,000 routes.
+BIG_PORT=$(free_port); BIG_ADMIN=$(free_port)
+mkdir -p "$WORK/big"
+{
+  echo "apiVersion: infermesh.io/v1"; echo "kind: Listener"; echo "metadata: {name: big}"
+  echo "spec: {address: '127.0.0.1:$BIG_PORT', filters: [{name: router}]}"
+  for i in $(seq 0 999); do
+    echo "---"; echo "apiVersion: infermesh.io/v1"; echo "kind: Model"; echo "metadata: {name: model-$i}"
+    echo "spec: {aliases: [alias-$i], capabilities: [chat], endpoints: [{address: '127.0.0.1:$((20000 + i))'}, {address: '127.0.0.1:$((21000 + i))'}]}"
+    echo "---"; echo "apiVersion: infermesh.io/v1"; echo "kind: Route"; echo "metadata: {name: route-$i}"
+    echo "spec: {match: {pathPrefix: /v1/, headers: [{name: x-tenant, value: tenant-$i}]}, model: model-$i}"
+  done
+} >"$WORK/big/config.yaml"
+"$BIN/proxy/infermesh-proxy" --config "$WORK/big" --admin "127.0.0.1:$BIG_ADMIN" --workers 1 --log-level warn \
+  >"$WORK/big.log" 2>&1 &
+BIG_PID=$!; pids+=($BIG_PID)
+wait_port "$BIG_PORT"; sleep 1
+BIG_RSS=$(rss_kb "$BIG_PID")
+IM_IDLE_RSS=$(rss_kb "$IM_PID")
+
+field() { echo "${R[$1,$2]}" | awk -v i="$3" '{print $i}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0==0) print "-"; else printf "%.2f", a/b }'; }
+added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
+
+{
+  echo "## $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk -F: '/model name/{gsub(/^ /,"",$2); print $2; exit}' /proc/cpuinfo)"
+  echo
+  echo "wrk ${DURATION}s per case; mock model server direct vs through each proxy, one worker each, proxies on CPU $PROXY_CPU, mock and wrk on CPU $LOAD_CPU."
+  echo "Latency in ms; 'added' = p50/p99 minus direct's; CPU = the proxy's CPU time in % of one core."
+  echo
+  echo "| case | target | req/s | p50 | p99 | added p50 | added p99 | CPU % | non-2xx | req/s vs nginx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for c in "${cases[@]}"; do
+    read -r cname script conns <<<"$c"
+    for t in "${targets[@]}"; do
+      read -r tname port pid <<<"$t"
+      echo "| $cname | $tname | $(field "$cname" "$tname" 1) | $(field "$cname" "$tname" 2) | $(field "$cname" "$tname" 3) | $(added "$(field "$cname" "$tname" 2)" "$(field "$cname" direct 2)") | $(added "$(field "$cname" "$tname" 3)" "$(field "$cname" direct 3)") | $(field "$cname" "$tname" 4) | $(field "$cname" "$tname" 5) | $(ratio "$(field "$cname" "$tname" 1)" "$(field "$cname" nginx 1)") |"
+    done
+  done
+  echo
+  echo "RSS: infermesh after the load above $((IM_IDLE_RSS / 1024)) MiB; idle with 1,000 models (2 endpoints each) and 1,000 routes: $((BIG_RSS / 1024)) MiB (budget 20 MiB)."
+} >"$WORK/results.md"
+cat "$WORK/results.md"
+if [ "${WRITE_RESULTS:-1}" = 1 ]; then
+  { echo "# Benchmark results"; echo; echo "Produced by bench/run.sh; newest run first. Budgets: DESIGN.md section 8."; echo
+    cat "$WORK/results.md"; echo
+    if [ -f bench/RESULTS.md ]; then sed -n '/^## /,$p' bench/RESULTS.md; fi; } >"$WORK/all.md"
+  cp "$WORK/all.md" bench/RESULTS.md
+fi
