@@ -1,5 +1,8 @@
 // The proxy as a user runs it: real processes on loopback.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -190,6 +193,35 @@ TEST_F(ProxyTest, UpstreamDownGives503InOpenAiShapeAndRetriesAnotherEndpoint) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(chat("half-dead-model").status, 200);
   EXPECT_GE(metric("infermesh_upstream_errors_total", "reason=\"connect_failure\""), 4);
   EXPECT_GE(metric("infermesh_upstream_retries_total"), 3);
+}
+
+TEST_F(ProxyTest, InvalidUpstreamResponseGives502) {
+  // A backend that answers with something that is not HTTP.
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::listen(listener, 8);
+  std::thread garbage([listener] {
+    int c = ::accept(listener, nullptr, nullptr);
+    if (c < 0) return;
+    char buf[4096];
+    (void)::recv(c, buf, sizeof buf, 0);
+    const char reply[] = "SSH-2.0-not-http\r\n\r\n";
+    (void)::send(c, reply, sizeof reply - 1, MSG_NOSIGNAL);
+    ::close(c);
+  });
+  startProxy(baseConfig() + "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: garbage-model}\n"
+                            "spec: {endpoints: [{address: '127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "'}]}\n");
+  auto r = chat("garbage-model");
+  garbage.join();
+  ::close(listener);
+  EXPECT_EQ(r.status, 502);
+  EXPECT_TRUE(isOpenAiError(r, "upstream_protocol_error")) << r.body;
+  EXPECT_EQ(metric("infermesh_upstream_errors_total", "reason=\"protocol_error\""), 1);
 }
 
 TEST_F(ProxyTest, UpstreamTimeoutGives504) {
