@@ -114,27 +114,30 @@ awaitable<void> Http1Connection::rejectAndClose(unsigned status, const char* cod
 
 awaitable<void> Http1Connection::serveRequests() {
   while (open_ && keep_alive_ && !worker_.draining()) {
-    const auto& snapshot = worker_.snapshot();
+    // A copy: a reload may replace the worker's snapshot while we wait.
+    const auto snapshot = worker_.snapshot();
     const auto& limits = snapshot->listeners[listener_index_].limits;
     write_timeout_ = limits.idle_timeout;
     http::request_parser<http::buffer_body> parser;
     parser.header_limit(limits.max_request_header_bytes);
     parser.body_limit(limits.max_request_body_bytes);
 
-    // Waiting for a request on a kept-alive connection is idle time; once
-    // bytes of a request have arrived, the header timeout applies.
-    idle_ = buffer_.size() == 0;
-    setDeadline(idle_ ? limits.idle_timeout : limits.header_timeout);
+    // Waiting for the next request is idle time (closed quietly when it
+    // runs out); from the first byte on, the header timeout applies.
+    if (buffer_.size() == 0) {
+      idle_ = true;
+      setDeadline(limits.idle_timeout);
+      auto [wec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, kTuple);
+      idle_ = false;
+      if (wec || !open_ || worker_.draining()) co_return;
+    }
+    setDeadline(limits.header_timeout);
     auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
-    if (idle_ && !ec && !timed_out_) idle_ = false;
-    idle_ = false;
     if (ec) {
       if (!open_) co_return;
       if (timed_out_) {
-        if (parser.got_some() || buffer_.size() != 0) {
-          worker_.stats().count(DownstreamError::Timeout);
-          co_await rejectAndClose(408, "request_timeout", "request headers not received in time");
-        }
+        worker_.stats().count(DownstreamError::Timeout);
+        co_await rejectAndClose(408, "request_timeout", "request headers not received in time");
       } else if (ec == http::error::header_limit) {
         worker_.stats().count(DownstreamError::HeaderTooLarge);
         co_await rejectAndClose(431, "request_header_too_large",

@@ -8,9 +8,9 @@ namespace infermesh::proxy {
 
 Worker::Worker(unsigned index)
     : index_(index),
+      rng_(std::random_device{}()),
       work_(std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
-          io_.get_executor())),
-      rng_(std::random_device{}()) {}
+          io_.get_executor())) {}
 
 Worker::~Worker() { stopAndJoin(); }
 

@@ -66,19 +66,22 @@ class Worker {
   std::size_t connectionCount() const { return connections_.size(); }
 
  private:
+  // Declaration order is destruction order, reversed: io_ goes before the
+  // state its pending handlers (connections) still touch, and upstreams_
+  // (sockets on io_) goes before io_.
   unsigned index_;
-  boost::asio::io_context io_{1};
-  std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
-  std::thread thread_;
   std::shared_ptr<const config::Snapshot> snapshot_;
   std::vector<std::shared_ptr<spdlog::logger>> access_logs_;
-  UpstreamPool upstreams_;
   stats::WorkerStats stats_;
   std::vector<std::uint32_t> round_robin_;
   std::mt19937_64 rng_;
   std::unordered_set<Http1Connection*> connections_;
   bool draining_ = false;
   std::atomic<std::int64_t> active_streams_{0};
+  boost::asio::io_context io_{1};
+  std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::thread thread_;
+  UpstreamPool upstreams_;
 };
 
 }  // namespace infermesh::proxy
