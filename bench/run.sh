@@ -195,6 +195,15 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
     done
   done
   echo
+  tp=$(awk -v a="$(field chat-c64 infermesh 1)" -v b="$(field chat-c64 nginx 1)" 'BEGIN{printf "%.2f", a/b}')
+  st=$(awk -v a="$(field stream-c64 infermesh 1)" -v b="$(field stream-c64 nginx 1)" 'BEGIN{printf "%.2f", a/b}')
+  ap=$(added "$(field paced-c4 infermesh 3)" "$(field paced-c4 direct 3)")
+  verdict() { awk -v ok="$1" 'BEGIN{print (ok ? "met" : "NOT met")}'; }
+  echo "Budgets (DESIGN.md section 8):"
+  echo "- throughput >= nginx: chat-c64 ratio $tp, stream-c64 ratio $st: $(verdict "$(awk -v a="$tp" -v b="$st" 'BEGIN{print (a>=1 && b>=1)}')")"
+  echo "- added p99 <= 0.3 ms at a moderate fixed rate (paced-c4): $ap ms: $(verdict "$(awk -v a="$ap" 'BEGIN{print (a<=0.3)}')")"
+  echo "- idle RSS <= 20 MiB with 1,000 models and routes: $((BIG_RSS / 1024)) MiB: $(verdict "$(( BIG_RSS <= 20480 ))")"
+  echo
   echo "RSS: infermesh after the load above $((IM_IDLE_RSS / 1024)) MiB; idle with 1,000 models (2 endpoints each) and 1,000 routes: $((BIG_RSS / 1024)) MiB (budget 20 MiB)."
 } >"$WORK/results.md"
 cat "$WORK/results.md"

@@ -26,10 +26,19 @@ bool matches(const config::RouteConfig& r, std::uint32_t listener, const filter:
 
 const config::RouteConfig* matchRoute(const config::Snapshot& snapshot, std::uint32_t listener_index,
                                       const filter::RequestHead& request, std::string_view model) {
-  // The body's model is resolved once (names and aliases), not per route.
+  // The body's model is resolved once (names and aliases); then only the
+  // routes that could take it are tried: those naming it, merged in match
+  // order with those that accept any model.
   const config::ModelConfig* m = model.empty() ? nullptr : snapshot.findModel(model);
-  for (const auto& r : snapshot.routes)
+  static const std::vector<std::uint32_t> kNone;
+  const auto& naming = m ? snapshot.routes_naming_model[m->index] : kNone;
+  const auto& any = snapshot.routes_any_model;
+  std::size_t a = 0, b = 0;
+  while (a < naming.size() || b < any.size()) {
+    const std::uint32_t i = b == any.size() || (a < naming.size() && naming[a] < any[b]) ? naming[a++] : any[b++];
+    const auto& r = snapshot.routes[i];
     if (matches(r, listener_index, request, m)) return &r;
+  }
   return nullptr;
 }
 

@@ -108,6 +108,15 @@ class Compiler {
     std::stable_sort(ordered.begin(), ordered.end(),
                      [](const auto& a, const auto& b) { return a.first > b.first; });
     for (auto& [o, rc] : ordered) snap->routes.push_back(std::move(rc));
+    snap->routes_naming_model.resize(snap->models.size());
+    for (std::uint32_t i = 0; i < snap->routes.size(); ++i) {
+      const auto& models = snap->routes[i].models;
+      if (models.empty()) snap->routes_any_model.push_back(i);
+      for (std::uint32_t m : models) {
+        auto& list = snap->routes_naming_model[m];
+        if (list.empty() || list.back() != i) list.push_back(i);
+      }
+    }
 
     std::string dump = "{\"version\":" + std::to_string(version) + ",";
     dumpResources(dump, "listeners", r_.listeners);

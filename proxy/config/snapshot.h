@@ -86,6 +86,11 @@ struct Snapshot {
   std::vector<ListenerConfig> listeners;
   std::vector<ModelConfig> models;
   std::vector<RouteConfig> routes;  // in match order
+  // Route indexes (ascending = match order) that name each model in
+  // match.models, and those with no model condition. Matching walks the
+  // merge of the two lists for the request's model instead of every route.
+  std::vector<std::vector<std::uint32_t>> routes_naming_model;  // by model index
+  std::vector<std::uint32_t> routes_any_model;
   std::unordered_map<std::string, const ModelConfig*, StringHash, std::equal_to<>> model_by_name;  // names and aliases
   std::string dump_json;  // the source resources as JSON, for /config_dump
 

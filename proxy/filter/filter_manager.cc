@@ -1,14 +1,16 @@
 #include "proxy/filter/filter_manager.h"
 
 #include <algorithm>
-#include <cctype>
 
 namespace infermesh::filter {
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
+  // ASCII only, as HTTP field names are; no locale lookups on the hot path.
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; };
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i] && lower(a[i]) != lower(b[i])) return false;
+  return true;
 }
 
 std::optional<std::string_view> HeaderList::get(std::string_view name) const {

@@ -97,6 +97,9 @@ TEST_F(RouteMatcherTest, ModelAndListenerConditions) {
   EXPECT_EQ(match(1, "/v2/x", "small"), "<none>");
   EXPECT_EQ(match(0, "/v2/x", "big"), "<none>");
   EXPECT_EQ(match(1, "/v2/x", "unknown"), "<none>");
+  // An earlier route without a model condition still wins over a later one
+  // that names the model.
+  EXPECT_EQ(match(1, "/v1/chat/completions", "big", {{"x-canary", "1"}}), "canary-header");
 }
 
 TEST_F(RouteMatcherTest, HeaderPresenceMatch) {
