@@ -1,5 +1,7 @@
 #include "proxy/config/yaml_loader.h"
 
+#include "proxy/common/json_string.h"
+
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
@@ -18,27 +20,7 @@ namespace pb = google::protobuf;
 
 constexpr std::string_view kApiVersion = "infermesh.io/v1";
 
-void appendJsonString(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
+using common::appendJsonString;
 
 int lineOf(const YAML::Node& n) { return n.Mark().line >= 0 ? n.Mark().line + 1 : 0; }
 

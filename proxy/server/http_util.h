@@ -3,11 +3,12 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/common/json_string.h"
 #include "proxy/filter/stream_context.h"
 
 namespace infermesh::proxy {
 
-void appendJsonString(std::string& out, std::string_view s);
+using common::appendJsonString;
 
 // {"error":{"message":..., "type":..., "code":...}}: the OpenAI error shape.
 std::string openAiErrorJson(const filter::LocalReply& reply);
