@@ -126,7 +126,7 @@ to_ms() {  # wrk prints 812.00us / 1.23ms / 1.01s
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
 
-# run_case NAME PORT PID SCRIPT CONNECTIONS -> "rps p50 p99 cpu% errors"
+# run_case PORT PID SCRIPT CONNECTIONS -> "rps p50 p99 cpu% errors rss_mib"
 run_case() {
   local port=$1 pid=$2 script=$3 conns=$4 out t0 t1 c0 c1
   c0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid" ); t0=$(date +%s.%N)
@@ -140,7 +140,9 @@ run_case() {
   errs=$(echo "$out" | awk '/Non-2xx/{print $NF} /Socket errors/{print "sock"}' | head -1)
   cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
         'BEGIN{ if (b==0) print "-"; else printf "%.0f", 100*(b-a)/hz/(t1-t0) }')
-  echo "${rps:-0} ${p50:-0} ${p99:-0} $cpu ${errs:-0}"
+  local rss=-
+  [ "$pid" = - ] || rss=$(( $(rss_kb "$pid") / 1024 ))
+  echo "${rps:-0} ${p50:-0} ${p99:-0} $cpu ${errs:-0} $rss"
 }
 
 declare -A R
@@ -183,15 +185,15 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
   echo "## $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk -F: '/model name/{gsub(/^ /,"",$2); print $2; exit}' /proc/cpuinfo)"
   echo
   echo "wrk ${DURATION}s per case; mock model server direct vs through each proxy, one worker each, proxies on CPU $PROXY_CPU, mock and wrk on CPU $LOAD_CPU."
-  echo "Latency in ms; 'added' = p50/p99 minus direct's; CPU = the proxy's CPU time in % of one core."
+  echo "Latency in ms; 'added' = p50/p99 minus direct's; CPU = the proxy's CPU time in % of one core; RSS after the case (MiB, all of the proxy's processes)."
   echo
-  echo "| case | target | req/s | p50 | p99 | added p50 | added p99 | CPU % | non-2xx | req/s vs nginx |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| case | target | req/s | p50 | p99 | added p50 | added p99 | CPU % | RSS MiB | non-2xx | req/s vs nginx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for c in "${cases[@]}"; do
     read -r cname script conns <<<"$c"
     for t in "${targets[@]}"; do
       read -r tname port pid <<<"$t"
-      echo "| $cname | $tname | $(field "$cname" "$tname" 1) | $(field "$cname" "$tname" 2) | $(field "$cname" "$tname" 3) | $(added "$(field "$cname" "$tname" 2)" "$(field "$cname" direct 2)") | $(added "$(field "$cname" "$tname" 3)" "$(field "$cname" direct 3)") | $(field "$cname" "$tname" 4) | $(field "$cname" "$tname" 5) | $(ratio "$(field "$cname" "$tname" 1)" "$(field "$cname" nginx 1)") |"
+      echo "| $cname | $tname | $(field "$cname" "$tname" 1) | $(field "$cname" "$tname" 2) | $(field "$cname" "$tname" 3) | $(added "$(field "$cname" "$tname" 2)" "$(field "$cname" direct 2)") | $(added "$(field "$cname" "$tname" 3)" "$(field "$cname" direct 3)") | $(field "$cname" "$tname" 4) | $(field "$cname" "$tname" 6) | $(field "$cname" "$tname" 5) | $(ratio "$(field "$cname" "$tname" 1)" "$(field "$cname" nginx 1)") |"
     done
   done
   echo
