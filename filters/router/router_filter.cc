@@ -67,6 +67,9 @@ class RouterFilter final : public filter::StreamFilter {
  private:
   enum class Outcome { Done, ConnectFailed, StaleConnection };
 
+  // The connection cancelled the exchange because the client went away.
+  static bool clientLeft(const StreamContext& ctx) { return ctx.error_source == filter::ErrorSource::Downstream; }
+
   void reject(StreamContext& ctx, DownstreamError e, unsigned status, std::string message, const char* type,
               const char* code) {
     ctx.worker->stats().count(e);
@@ -220,10 +223,16 @@ class RouterFilter final : public filter::StreamFilter {
       ++stats.upstream_connections_reused;
     }
     ++stats.upstream_connections_active;
+    // While this exchange runs, a client that leaves cancels it.
+    ctx.on_downstream_gone = [stream = &conn->stream] { stream->cancel(); };
     struct Active {
+      StreamContext& ctx;
       stats::WorkerStats& s;
-      ~Active() { --s.upstream_connections_active; }
-    } active{stats};
+      ~Active() {
+        --s.upstream_connections_active;
+        ctx.on_downstream_gone = nullptr;
+      }
+    } active{ctx, stats};
 
     head_.resize(host_at_);
     head_ += ep.address;
@@ -232,6 +241,7 @@ class RouterFilter final : public filter::StreamFilter {
     conn->stream.expires_after(budget(idle));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head_), asio::buffer(body_)};
     auto [wec, wn] = co_await asio::async_write(conn->stream, request, kTuple);
+    if (wec && clientLeft(ctx)) co_return Outcome::Done;
     if (wec) {
       if (reused) co_return Outcome::StaleConnection;
       co_return co_await failBeforeResponse(ctx, UpstreamError::Reset, 502,
@@ -244,6 +254,7 @@ class RouterFilter final : public filter::StreamFilter {
     if (ctx.request.method == "HEAD") parser.skip(true);
     conn->stream.expires_after(budget(idle));
     auto [hec, hn] = co_await http::async_read_header(conn->stream, conn->buffer, parser, kTuple);
+    if (hec && clientLeft(ctx)) co_return Outcome::Done;
     if (hec) {
       const bool closed = hec == http::error::end_of_stream || hec == asio::error::eof ||
                           hec == asio::error::connection_reset;
@@ -283,6 +294,7 @@ class RouterFilter final : public filter::StreamFilter {
       conn->stream.expires_after(budget(idle));
       auto [ec, got_bytes] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
       if (ec == http::error::need_buffer) ec = {};
+      if (ec && clientLeft(ctx)) co_return Outcome::Done;  // nobody to tell
       if (ec) {
         const bool timeout = ec == beast::error::timeout;
         stats.count(timeout ? UpstreamError::Timeout : UpstreamError::Reset);

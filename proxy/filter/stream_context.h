@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -94,6 +95,10 @@ struct StreamContext {
   std::optional<std::chrono::steady_clock::time_point> first_byte_at;
   ErrorSource error_source = ErrorSource::None;
   std::string error_reason;  // empty when the stream ended cleanly
+
+  // Set by the terminal filter while it works upstream; the connection
+  // calls it when the client goes away, to cancel that work.
+  std::function<void()> on_downstream_gone;
 
   // Set by sendLocalReply(); the filter manager stops and answers with it.
   std::optional<LocalReply> local_reply;

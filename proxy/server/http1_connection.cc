@@ -6,6 +6,8 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <charconv>
 #include <span>
 
@@ -83,6 +85,8 @@ void Http1Connection::drain() {
 void Http1Connection::close() {
   if (!open_) return;
   open_ = false;
+  // A stream still working upstream has no client left to answer.
+  if (ctx_ != nullptr && ctx_->on_downstream_gone) ctx_->on_downstream_gone();
   boost::system::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
@@ -166,10 +170,21 @@ awaitable<void> Http1Connection::serveRequests() {
   }
 }
 
+awaitable<bool> Http1Connection::clientGone() {
+  auto [ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, kTuple);
+  if (ec) co_return false;  // cancelled: the response finished first
+  char byte;
+  const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) co_return true;
+  // Bytes of a pipelined request: not a disconnect; stop watching.
+  co_return false;
+}
+
 awaitable<FilterManager::Progress> Http1Connection::settle(FilterManager::Progress p) {
   // A filter holds the event; reading from the client waits until it lets go.
   if (p == FilterManager::Progress::Stopped) {
     co_await resumed_.wait();
+    resumed_.reset();
     p = resumed_progress_;
   }
   co_return p;
@@ -205,6 +220,8 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
   ctx_ = &ctx;
   filters_ = &fm;
   response_started_ = response_complete_ = aborted_ = chunked_ = false;
+  done_.reset();
+  resumed_.reset();
   pending_head_.clear();
   worker_.streamStarted();
 
@@ -255,7 +272,19 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
     if (has_body) keep_alive_ = false;  // the rest of the body was not read
     co_await sendLocalReply();
   } else if (progress == FilterManager::Progress::Done) {
-    co_await done_.wait();  // the terminal filter owns the response now
+    // The terminal filter owns the response now. Meanwhile watch the
+    // client: if it goes away, the upstream exchange is cancelled rather
+    // than left generating tokens nobody will read.
+    using namespace asio::experimental::awaitable_operators;
+    auto first = co_await (done_.wait() || clientGone());
+    if (first.index() == 1 && std::get<1>(first)) {
+      ++worker_.stats().downstream_disconnects;
+      ctx.error_source = filter::ErrorSource::Downstream;
+      ctx.error_reason = "client_disconnected";
+      keep_alive_ = false;
+      if (ctx.on_downstream_gone) ctx.on_downstream_gone();
+    }
+    while (!done_.notified()) co_await done_.wait();
   }
   if (!response_complete_) keep_alive_ = false;
 

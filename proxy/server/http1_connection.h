@@ -53,6 +53,8 @@ class Http1Connection final : public DownstreamStream {
   boost::asio::awaitable<void> handleStream(Parser& parser);
   boost::asio::awaitable<void> serveRequests();
   boost::asio::awaitable<void> watchdog();
+  // True when the client closed or reset the connection.
+  boost::asio::awaitable<bool> clientGone();
   boost::asio::awaitable<filter::FilterManager::Progress> settle(filter::FilterManager::Progress p);
   boost::asio::awaitable<bool> writeBuffers(const boost::asio::const_buffer* bufs, std::size_t count);
   // Answers a request that never became a stream (unparseable head).

@@ -7,18 +7,22 @@
 
 namespace infermesh::proxy {
 
-// A one-shot wake-up between two coroutines on the same worker thread:
-// notify() before or during wait() both work. Reusable after wait returns.
+// A wake-up between two coroutines on the same worker thread: notify()
+// before or during wait() both work. wait() does not consume the
+// notification (a wait cancelled by an awaitable operator must not swallow
+// it); the owner calls reset() before the signal's next use.
 class Signal {
  public:
   explicit Signal(const boost::asio::any_io_executor& ex) : timer_(ex) {}
+  // Returns when notified, or early if the wait itself is cancelled.
   boost::asio::awaitable<void> wait() {
     if (!fired_) {
       timer_.expires_at(boost::asio::steady_timer::time_point::max());
       co_await timer_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
-    fired_ = false;
   }
+  bool notified() const { return fired_; }
+  void reset() { fired_ = false; }
   void notify() {
     fired_ = true;
     timer_.cancel();

@@ -15,7 +15,14 @@ Worker::Worker(unsigned index)
 Worker::~Worker() { stopAndJoin(); }
 
 void Worker::start() {
-  thread_ = std::thread([this] { io_.run(); });
+  thread_ = std::thread([this] {
+    io_.run();
+    // After stop: let the operations that closing cancelled complete, so
+    // every coroutine unwinds on this thread instead of being destroyed
+    // mid-flight with the io_context. Bounded, whatever is left.
+    io_.restart();
+    io_.run_for(std::chrono::seconds(1));
+  });
 }
 
 void Worker::stopAndJoin() {

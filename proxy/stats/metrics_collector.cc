@@ -91,6 +91,9 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
          MetricType::Counter, static_cast<double>(total.upstream_retries));
   simple("infermesh_streams_aborted_total", "Responses that failed after they had started (client sees an error).",
          MetricType::Counter, static_cast<double>(total.streams_aborted));
+  simple("infermesh_downstream_disconnects_total",
+         "Clients that went away before their response ended (the upstream exchange is cancelled).",
+         MetricType::Counter, static_cast<double>(total.downstream_disconnects));
   simple("infermesh_downstream_connections_active", "Open client connections.", MetricType::Gauge,
          static_cast<double>(total.downstream_connections_active));
   simple("infermesh_upstream_connections_active", "Upstream connections carrying a request now.", MetricType::Gauge,

@@ -1,6 +1,7 @@
 #include "tests/integration/proxy_fixture.h"
 
 #include <sstream>
+#include <thread>
 
 namespace infermesh::testing {
 
@@ -41,6 +42,8 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
     << "spec: {endpoints: [{address: '" << slow.address() << "'}]}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: flaky-model}\n"
     << "spec: {endpoints: [{address: '" << resetting.address() << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: sluggish-patient}\n"
+    << "spec: {upstreamModel: sluggish-model, endpoints: [{address: '" << sluggish.address() << "'}]}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: sluggish-model}\n"
     << "spec: {endpoints: [{address: '" << sluggish.address() << "'}]}\n---\n"
     // Port 1 on loopback refuses connections: an endpoint that is down.
@@ -85,6 +88,15 @@ double ProxyTest::metric(const std::string& name, const std::string& labels) {
     sum += std::stod(line.substr(space + 1));
   }
   return sum;
+}
+
+double ProxyTest::metricReaching(const std::string& name, const std::string& labels, double expected) {
+  double v = metric(name, labels);
+  for (int i = 0; i < 100 && v != expected; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    v = metric(name, labels);
+  }
+  return v;
 }
 
 int ProxyTest::mockConnections(const Mock& m) {

@@ -31,6 +31,10 @@ class ProxyTest : public ::testing::Test {
   HttpResponse chat(const std::string& model, bool stream = false);
   // Sum of a metric's samples whose label text contains `labels`.
   double metric(const std::string& name, const std::string& labels = "");
+  // The metric once it reaches `expected` (a stream is counted just after
+  // its last byte is written, so a fast client can scrape before that), or
+  // its value after 2 s.
+  double metricReaching(const std::string& name, const std::string& labels, double expected);
   int mockConnections(const Mock& m);
 
   static inline Mock fast_a, fast_b, slow, resetting, sluggish;

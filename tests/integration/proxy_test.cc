@@ -35,7 +35,8 @@ TEST_F(ProxyTest, NonStreamingChatThroughTheProxy) {
   // A client's request id is kept and echoed.
   r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("chat-model", false), {{"x-request-id", "abc-123"}});
   EXPECT_EQ(r.headers["x-request-id"], "abc-123");
-  EXPECT_EQ(metric("infermesh_http_requests_total", "route=\"api\",model=\"chat-model\",status_class=\"2xx\""), 3);
+  EXPECT_EQ(metricReaching("infermesh_http_requests_total", "route=\"api\",model=\"chat-model\",status_class=\"2xx\"", 3),
+            3);
 }
 
 TEST_F(ProxyTest, ForwardedHeaders) {
@@ -240,6 +241,28 @@ TEST_F(ProxyTest, UpstreamResetMidStreamIsNeverACleanEnd) {
   EXPECT_FALSE(r.complete) << "a truncated stream was presented as complete";
   EXPECT_EQ(r.body.find("[DONE]"), std::string::npos);
   EXPECT_EQ(metric("infermesh_streams_aborted_total"), 1);
+  EXPECT_EQ(chat("chat-model").status, 200);
+}
+
+TEST_F(ProxyTest, ClientLeavingCancelsTheUpstreamExchange) {
+  startProxy(baseConfig());
+  {
+    // The backend takes 3 s to answer; the client gives up after 200 ms.
+    HttpConnection c(port);
+    const std::string body = chatBody("sluggish-patient", true);
+    c.sendRaw("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " + std::to_string(body.size()) +
+              "\r\n\r\n" + body);
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(metric("infermesh_upstream_connections_active"), 1);
+  }
+  bool cancelled = false;
+  for (int i = 0; i < 50 && !cancelled; ++i) {  // well before the backend's 3 s
+    cancelled = metric("infermesh_upstream_connections_active") == 0;
+    if (!cancelled) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(cancelled) << "the upstream exchange outlived its client";
+  EXPECT_EQ(metric("infermesh_downstream_disconnects_total"), 1);
+  EXPECT_EQ(metric("infermesh_upstream_errors_total"), 0);
   EXPECT_EQ(chat("chat-model").status, 200);
 }
 
