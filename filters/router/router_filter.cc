@@ -285,12 +285,18 @@ class RouterFilter final : public filter::StreamFilter {
     if (auto cl = parser.content_length()) length = *cl;
     if (!co_await ctx.downstream->sendHeaders(head, parser.is_done(), length)) co_return Outcome::Done;
 
+    struct RelayBuffer {
+      proxy::Worker& worker;
+      std::unique_ptr<char[]> data = worker.takeRelayBuffer();
+      ~RelayBuffer() { worker.returnRelayBuffer(std::move(data)); }
+    } buf{worker};
+    constexpr std::size_t kBufSize = proxy::Worker::kRelayBufferSize;
     // Each read is forwarded as soon as it arrives (an SSE event is not held
     // back for the next), and the next read waits for the client to take it.
     while (!parser.is_done()) {
       auto& body = parser.get().body();
-      body.data = buf_.data();
-      body.size = buf_.size();
+      body.data = buf.data.get();
+      body.size = kBufSize;
       conn->stream.expires_after(budget(idle));
       auto [ec, got_bytes] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
       if (ec == http::error::need_buffer) ec = {};
@@ -303,10 +309,10 @@ class RouterFilter final : public filter::StreamFilter {
         ctx.downstream->abort();
         co_return Outcome::Done;
       }
-      const std::size_t got = buf_.size() - parser.get().body().size;
+      const std::size_t got = kBufSize - parser.get().body().size;
       const bool end = parser.is_done();
       if (got == 0 && !end) continue;
-      if (!co_await ctx.downstream->sendBody(std::string_view(buf_.data(), got), end)) co_return Outcome::Done;
+      if (!co_await ctx.downstream->sendBody(std::string_view(buf.data.get(), got), end)) co_return Outcome::Done;
     }
     if (parser.keep_alive() && conn->buffer.size() == 0) {
       conn->stream.expires_never();
@@ -319,7 +325,6 @@ class RouterFilter final : public filter::StreamFilter {
   std::string head_;
   std::size_t host_at_ = 0;
   Clock::time_point deadline_ = Clock::time_point::max();
-  std::array<char, 16 * 1024> buf_;
 };
 
 class RouterFactory final : public filter::FilterFactory {

@@ -49,6 +49,19 @@ class Worker {
     return listener < access_logs_.size() ? access_logs_[listener].get() : nullptr;
   }
   UpstreamPool& upstreams() { return upstreams_; }
+
+  // 16 KiB relay buffers, reused across streams (a stream holds one only
+  // while it relays a response body).
+  static constexpr std::size_t kRelayBufferSize = 16 * 1024;
+  std::unique_ptr<char[]> takeRelayBuffer() {
+    if (relay_buffers_.empty()) return std::unique_ptr<char[]>(new char[kRelayBufferSize]);
+    auto b = std::move(relay_buffers_.back());
+    relay_buffers_.pop_back();
+    return b;
+  }
+  void returnRelayBuffer(std::unique_ptr<char[]> b) {
+    if (relay_buffers_.size() < 256) relay_buffers_.push_back(std::move(b));
+  }
   stats::WorkerStats& stats() { return stats_; }
   std::uint32_t nextRoundRobin(std::uint32_t model_index);
   std::string newRequestId();
@@ -76,6 +89,7 @@ class Worker {
   std::vector<std::uint32_t> round_robin_;
   std::mt19937_64 rng_;
   std::unordered_set<Http1Connection*> connections_;
+  std::vector<std::unique_ptr<char[]>> relay_buffers_;
   bool draining_ = false;
   std::atomic<std::int64_t> active_streams_{0};
   boost::asio::io_context io_{1};
