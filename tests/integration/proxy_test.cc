@@ -234,6 +234,21 @@ TEST_F(ProxyTest, UpstreamTimeoutGives504) {
   EXPECT_LT(Clock::now() - start, 2500ms);  // the route's 300ms idle timeout, not the mock's 3s
 }
 
+TEST_F(ProxyTest, RouteRequestTimeoutEndsALongStream) {
+  startProxy(baseConfig());
+  // slow-model streams for ~750 ms; the route allows 450 ms in all.
+  const auto start = Clock::now();
+  auto r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("slow-model", true), {{"x-test-deadline", "1"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(r.complete) << "a stream cut by the deadline was presented as complete";
+  EXPECT_LT(Clock::now() - start, 700ms);
+  EXPECT_EQ(metric("infermesh_upstream_errors_total", "reason=\"timeout\""), 1);
+  // Without the header the same stream completes: no default overall timeout.
+  auto full = chat("slow-model", true);
+  EXPECT_TRUE(full.complete);
+  EXPECT_NE(full.body.find("[DONE]"), std::string::npos);
+}
+
 TEST_F(ProxyTest, UpstreamResetMidStreamIsNeverACleanEnd) {
   startProxy(baseConfig());
   auto r = chat("flaky-model", /*stream=*/true);
