@@ -254,8 +254,8 @@ class Compiler {
     for (int i = 0; i < m.listeners_size(); ++i) {
       const auto* l = snap.findListener(m.listeners(i));
       if (l == nullptr)
-        errors_.push_back(rt.error("spec.match.listeners[" + std::to_string(i) + "]",
-                                   "listener \"" + m.listeners(i) + "\" is not defined"));
+        dangling(rt.error("spec.match.listeners[" + std::to_string(i) + "]",
+                          "listener \"" + m.listeners(i) + "\" is not defined"));
       else
         rc.listeners.push_back(l->index);
     }
@@ -275,15 +275,14 @@ class Compiler {
     for (int i = 0; i < m.models_size(); ++i) {
       const ModelConfig* mc = snap.findModel(m.models(i));
       if (mc == nullptr)
-        errors_.push_back(rt.error("spec.match.models[" + std::to_string(i) + "]",
-                                   "model \"" + m.models(i) + "\" is not defined"));
+        dangling(rt.error("spec.match.models[" + std::to_string(i) + "]",
+                          "model \"" + m.models(i) + "\" is not defined"));
       else
         rc.models.push_back(mc->index);
     }
     if (!spec.model().empty()) {
       rc.target = snap.findModel(spec.model());
-      if (rc.target == nullptr)
-        errors_.push_back(rt.error("spec.model", "model \"" + spec.model() + "\" is not defined"));
+      if (rc.target == nullptr) dangling(rt.error("spec.model", "model \"" + spec.model() + "\" is not defined"));
     }
     const auto& t = spec.timeouts();
     if (t.has_request()) rc.request_timeout = toMillis(t.request());
@@ -292,6 +291,11 @@ class Compiler {
       if (rc.idle_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.idle", "must be > 0"));
     }
     out.emplace_back(spec.order(), std::move(rc));
+  }
+
+  void dangling(ConfigError e) {
+    e.dangling_reference = true;
+    errors_.push_back(std::move(e));
   }
 
   const Resources& r_;

@@ -21,4 +21,10 @@ std::string joinErrors(const ConfigErrors& errors) {
   return out;
 }
 
+bool onlyDanglingReferences(const ConfigErrors& errors) {
+  for (const auto& e : errors)
+    if (!e.dangling_reference) return false;
+  return !errors.empty();
+}
+
 }  // namespace infermesh::config

@@ -13,6 +13,9 @@ struct ConfigError {
   std::string field;     // "spec.match.pathPrefix"; empty for document-level errors
   int line = 0;          // 1-based; 0 when unknown
   std::string message;
+  // A reference to a resource that does not exist (may resolve once the
+  // rest of a config arrives, when it comes over xDS one type at a time).
+  bool dangling_reference = false;
 
   // "routes.yaml:12: Route/chat: spec.model: model \"gpt-x\" is not defined"
   std::string str() const;
@@ -21,5 +24,6 @@ struct ConfigError {
 using ConfigErrors = std::vector<ConfigError>;
 
 std::string joinErrors(const ConfigErrors& errors);
+bool onlyDanglingReferences(const ConfigErrors& errors);
 
 }  // namespace infermesh::config

@@ -77,7 +77,24 @@ class SpecWalker {
       first = false;
       appendJsonString(out, f->json_name());
       out += ':';
-      if (f->is_repeated()) {
+      if (f->is_map()) {
+        if (!kv.second.IsMap()) {
+          fail(kv.second, child, "expected a mapping");
+          out += "{}";
+          continue;
+        }
+        out += '{';
+        bool first_entry = true;
+        const pb::FieldDescriptor* value_field = f->message_type()->map_value();
+        for (const auto& entry : kv.second) {
+          if (!first_entry) out += ',';
+          first_entry = false;
+          appendJsonString(out, entry.first.Scalar());
+          out += ':';
+          field(entry.second, value_field, child + "." + entry.first.Scalar(), out);
+        }
+        out += '}';
+      } else if (f->is_repeated()) {
         if (!kv.second.IsSequence()) {
           fail(kv.second, child, "expected a list");
           out += "[]";

@@ -7,7 +7,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/http.hpp>
 #include <prometheus/text_serializer.h>
 #include <spdlog/async.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -20,6 +19,7 @@
 #include <thread>
 
 #include "proxy/config/compiler.h"
+#include "proxy/server/admin_http.h"
 #include "proxy/server/http1_connection.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/worker.h"
@@ -28,8 +28,6 @@
 namespace infermesh::proxy {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 using asio::awaitable;
 using asio::ip::tcp;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
@@ -37,18 +35,14 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 namespace {
 
 // Tells a parent process (tests, scripts) where things are bound. Also logged.
-void announce(const std::string& what, const tcp::endpoint& ep) {
-  std::printf("%s %s:%u\n", what.c_str(), ep.address().to_string().c_str(), ep.port());
+void announceText(const std::string& what, const std::string& address) {
+  std::printf("%s %s\n", what.c_str(), address.c_str());
   std::fflush(stdout);
-  spdlog::info("{} {}:{}", what, ep.address().to_string(), ep.port());
+  spdlog::info("{} {}", what, address);
 }
 
-tcp::endpoint parseEndpoint(const std::string& s) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("admin address \"" + s + "\" is not ip:port");
-  std::string host = s.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return tcp::endpoint(asio::ip::make_address(host), static_cast<unsigned short>(std::stoi(s.substr(colon + 1))));
+void announce(const std::string& what, const tcp::endpoint& ep) {
+  announceText(what, ep.address().to_string() + ":" + std::to_string(ep.port()));
 }
 
 // Listener identity that a reload may not change (sockets are bound at start).
@@ -67,7 +61,9 @@ struct Server::Impl {
   // acceptors[worker][listener], each owned by (and used on) its worker.
   std::vector<std::vector<std::unique_ptr<tcp::acceptor>>> acceptors;
   std::vector<tcp::endpoint> bound;  // by listener index
-  std::unique_ptr<tcp::acceptor> admin;
+  std::unique_ptr<AdminHttpServer> admin;
+  const char* waiting_reason = "no config yet";
+  std::string source_note;  // e.g. " (from the control plane's cache)"
   std::shared_ptr<const config::Snapshot> current;
   std::map<std::string, std::shared_ptr<spdlog::logger>> access_logs;  // by path
   // Installed before anything is announced, so a signal sent as soon as a
@@ -198,65 +194,39 @@ struct Server::Impl {
     return out + "}";
   }
 
-  http::response<http::string_body> adminResponse(const http::request<http::string_body>& req) {
-    http::response<http::string_body> res{http::status::ok, req.version()};
-    res.set(http::field::content_type, "text/plain; charset=utf-8");
-    const std::string_view target = req.target();
-    const std::string_view path = target.substr(0, target.find('?'));
-    if (req.method() != http::verb::get && req.method() != http::verb::head) {
-      res.result(http::status::method_not_allowed);
-      res.body() = "GET only\n";
-    } else if (path == "/healthz") {
-      res.body() = "ok\n";
+  AdminResponse adminResponse(std::string_view path) {
+    AdminResponse res;
+    if (path == "/healthz") {
+      res.body = "ok\n";
     } else if (path == "/ready") {
       if (draining) {
-        res.result(http::status::service_unavailable);
-        res.body() = "draining\n";
+        res.status = 503;
+        res.body = "draining\n";
+      } else if (!current) {
+        res.status = 503;
+        res.body = "not ready: " + std::string(waiting_reason) + "\n";
       } else {
-        res.body() = "ready: config version " + std::to_string(current->version) + "\n";
+        res.body = "ready: config version " + std::to_string(current->version) + source_note + "\n";
       }
     } else if (path == "/metrics") {
-      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-      res.body() = prometheus::TextSerializer().Serialize(collector->Collect());
-    } else if (path == "/config_dump") {
-      res.set(http::field::content_type, "application/json");
+      res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      res.body = prometheus::TextSerializer().Serialize(collector->Collect());
+    } else if (path == "/config_dump" && current) {
+      res.content_type = "application/json";
       std::string body = "{\"version\":" + std::to_string(current->version) + ",\"hash\":";
       appendJsonString(body, current->hash);
       body += ",\"last_reload_error\":";
       appendJsonString(body, last_error);
       body += ",\"config\":" + current->dump_json + "}";
-      res.body() = std::move(body);
-    } else if (path == "/listeners") {
-      res.set(http::field::content_type, "application/json");
-      res.body() = listenersJson();
+      res.body = std::move(body);
+    } else if (path == "/listeners" && current) {
+      res.content_type = "application/json";
+      res.body = listenersJson();
     } else {
-      res.result(http::status::not_found);
-      res.body() = "endpoints: /ready /healthz /metrics /config_dump /listeners\n";
+      res.status = 404;
+      res.body = "endpoints: /ready /healthz /metrics /config_dump /listeners\n";
     }
-    res.prepare_payload();
     return res;
-  }
-
-  awaitable<void> adminSession(beast::tcp_stream stream) {
-    beast::flat_buffer buffer;
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(64 * 1024);
-      stream.expires_after(std::chrono::seconds(30));
-      auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTuple);
-      if (ec) co_return;
-      auto res = adminResponse(parser.get());
-      auto [wec, wn] = co_await http::async_write(stream, res, kTuple);
-      if (wec || !res.keep_alive()) co_return;
-    }
-  }
-
-  awaitable<void> adminLoop() {
-    for (;;) {
-      auto [ec, socket] = co_await admin->async_accept(kTuple);
-      if (ec) co_return;
-      asio::co_spawn(io, adminSession(beast::tcp_stream(std::move(socket))), asio::detached);
-    }
   }
 
   awaitable<void> drainAndStop() {
@@ -311,8 +281,9 @@ struct Server::Impl {
     collector = std::make_unique<stats::MetricsCollector>([this] { return gatherStats(); }, process);
     try {
       bindListeners();
-      admin = std::make_unique<tcp::acceptor>(io, parseEndpoint(options.admin_address));
-      announce("admin", admin->local_endpoint());
+      admin = std::make_unique<AdminHttpServer>(io, options.admin_address,
+                                                [this](std::string_view path) { return adminResponse(path); });
+      announceText("admin", admin->boundAddress());
     } catch (const std::exception& e) {
       spdlog::error("cannot bind: {}", e.what());
       return 1;
@@ -323,7 +294,7 @@ struct Server::Impl {
         asio::co_spawn(workers[w]->io(), acceptLoop(*workers[w], *acceptors[w][l], static_cast<std::uint32_t>(l)),
                        asio::detached);
     for (auto& w : workers) w->start();
-    asio::co_spawn(io, adminLoop(), asio::detached);
+    admin->start();
     asio::co_spawn(io, signalLoop(), asio::detached);
     spdlog::info("infermesh-proxy running: {} workers, config version {}", n, current->version);
     io.run();
