@@ -19,6 +19,8 @@
 #include <thread>
 
 #include "proxy/config/compiler.h"
+#include "proxy/config/node_selector.h"
+#include "proxy/xds_client/ads_client.h"
 #include "proxy/server/admin_http.h"
 #include "proxy/server/http1_connection.h"
 #include "proxy/server/http_util.h"
@@ -72,6 +74,9 @@ struct Server::Impl {
   stats::ProcessStats process;
   std::unique_ptr<stats::MetricsCollector> collector;
   std::string last_error;
+  std::unique_ptr<xds_client::AdsClient> ads;
+  std::atomic<std::uint64_t> next_version{1};
+  bool serving = false;
   bool draining = false;
   int exit_code = 0;
 
@@ -115,7 +120,11 @@ struct Server::Impl {
   }
 
   void reload() {
-    const std::uint64_t version = current->version + 1;
+    if (!options.control_plane.empty() || !current) {
+      spdlog::info("SIGHUP ignored: config comes from the control plane");
+      return;
+    }
+    const std::uint64_t version = next_version++;
     auto result = config::loadAndCompile(options.config_path, version);
     if (result.snapshot && listenerKey(*result.snapshot) != listenerKey(*current)) {
       result.errors.push_back(config::ConfigError{options.config_path, "", "", 0,
@@ -185,6 +194,7 @@ struct Server::Impl {
 
   std::string listenersJson() const {
     std::string out = "{";
+    if (!serving) return "{}";
     for (const auto& l : current->listeners) {
       if (out.size() > 1) out += ',';
       appendJsonString(out, l.name);
@@ -209,6 +219,7 @@ struct Server::Impl {
         res.body = "ready: config version " + std::to_string(current->version) + source_note + "\n";
       }
     } else if (path == "/metrics") {
+      if (ads) process.xds_connected = ads->connected() ? 1 : 0;
       res.content_type = "text/plain; version=0.0.4; charset=utf-8";
       res.body = prometheus::TextSerializer().Serialize(collector->Collect());
     } else if (path == "/config_dump" && current) {
@@ -235,7 +246,8 @@ struct Server::Impl {
                  options.drain_timeout.count());
     for (std::size_t w = 0; w < workers.size(); ++w)
       workers[w]->post([this, w] {
-        for (auto& a : acceptors[w]) a->close();
+        if (w < acceptors.size())
+          for (auto& a : acceptors[w]) a->close();
         workers[w]->beginDrain();
       });
     asio::steady_timer timer(io);
@@ -269,18 +281,100 @@ struct Server::Impl {
     }
   }
 
-  int run() {
-    auto result = config::loadAndCompile(options.config_path, 1);
+  // Binds the listeners of the first config and starts accepting.
+  void startServing() {
+    bindListeners();
+    publish(current);
+    for (std::size_t w = 0; w < workers.size(); ++w)
+      for (std::size_t l = 0; l < acceptors[w].size(); ++l)
+        asio::co_spawn(workers[w]->io(), acceptLoop(*workers[w], *acceptors[w][l], static_cast<std::uint32_t>(l)),
+                       asio::detached);
+    serving = true;
+  }
+
+  // On the main thread: a config from the control plane, already compiled.
+  config::ConfigErrors adopt(std::shared_ptr<const config::Snapshot> snap) {
+    if (draining) return {config::ConfigError{"control-plane", "", "", 0, "proxy is draining"}};
+    if (serving && listenerKey(*snap) != listenerKey(*current))
+      return {config::ConfigError{"control-plane", "", "", 0,
+                                  "listeners (names or addresses) changed; restart the proxy to apply"}};
+    process.serving_from_cache = false;
+    source_note.clear();
+    last_error.clear();
+    ++process.config_reloads_ok;
+    if (!serving) {
+      current = snap;
+      try {
+        startServing();
+      } catch (const std::exception& e) {
+        spdlog::error("cannot bind listeners: {}", e.what());
+        return {config::ConfigError{"control-plane", "", "", 0, std::string("cannot bind listeners: ") + e.what()}};
+      }
+    } else {
+      publish(snap);
+    }
+    spdlog::info("config version {} from the control plane applied", snap->version);
+    return {};
+  }
+
+  // On the ADS client's thread: compile, then hand over to the main thread.
+  xds_client::ApplyResult applyFromControlPlane(const config::Resources& resources) {
+    auto result = config::compile(resources, next_version++);
     if (!result.snapshot) {
-      spdlog::error("invalid config:\n{}", config::joinErrors(result.errors));
-      return 1;
+      if (!config::onlyDanglingReferences(result.errors)) {
+        ++process.config_reloads_failed;
+        auto text = config::joinErrors(result.errors);
+        asio::post(io, [this, text] { last_error = text; });
+      }
+      return {result.errors};
+    }
+    auto done = std::make_shared<std::promise<config::ConfigErrors>>();
+    auto future = done->get_future();
+    asio::post(io, [this, done, snap = result.snapshot] { done->set_value(adopt(snap)); });
+    if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+      return {{config::ConfigError{"control-plane", "", "", 0, "proxy did not apply the config in time"}}};
+    return {future.get()};
+  }
+
+  bool loadInitialConfig() {
+    if (options.control_plane.empty()) {
+      auto result = config::loadAndCompile(options.config_path, next_version++);
+      if (!result.snapshot) {
+        spdlog::error("invalid config:\n{}", config::joinErrors(result.errors));
+        return false;
+      }
+      current = result.snapshot;
+      return true;
+    }
+    process.xds_connected = 0;
+    waiting_reason = "waiting for the first config from the control plane";
+    if (options.config_cache.empty()) return true;
+    config::Resources cached;
+    std::string error;
+    if (!xds_client::AdsClient::loadCache(options.config_cache, cached, error)) {
+      spdlog::info("control-plane mode: {}", error);
+      return true;
+    }
+    auto result = config::compile(cached, next_version++);
+    if (!result.snapshot) {
+      spdlog::warn("cached config {} is invalid, ignoring it:\n{}", options.config_cache,
+                   config::joinErrors(result.errors));
+      return true;
     }
     current = result.snapshot;
+    process.serving_from_cache = true;
+    source_note = " (from the cache " + options.config_cache + "; control plane not reached yet)";
+    spdlog::warn("serving the cached config from {} until the control plane answers", options.config_cache);
+    return true;
+  }
+
+  int run() {
+    if (!loadInitialConfig()) return 1;
     const unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) workers.push_back(std::make_unique<Worker>(i));
     collector = std::make_unique<stats::MetricsCollector>([this] { return gatherStats(); }, process);
     try {
-      bindListeners();
+      if (current) startServing();
       admin = std::make_unique<AdminHttpServer>(io, options.admin_address,
                                                 [this](std::string_view path) { return adminResponse(path); });
       announceText("admin", admin->boundAddress());
@@ -288,16 +382,24 @@ struct Server::Impl {
       spdlog::error("cannot bind: {}", e.what());
       return 1;
     }
-    publish(current);
-    for (std::size_t w = 0; w < workers.size(); ++w)
-      for (std::size_t l = 0; l < acceptors[w].size(); ++l)
-        asio::co_spawn(workers[w]->io(), acceptLoop(*workers[w], *acceptors[w][l], static_cast<std::uint32_t>(l)),
-                       asio::detached);
     for (auto& w : workers) w->start();
     admin->start();
     asio::co_spawn(io, signalLoop(), asio::detached);
-    spdlog::info("infermesh-proxy running: {} workers, config version {}", n, current->version);
+    if (!options.control_plane.empty()) {
+      discovery::v1::Node node;
+      node.set_id(options.node_id);
+      config::Labels labels;
+      config::parseLabels(options.node_labels, labels);
+      for (const auto& [k, v] : labels) (*node.mutable_labels())[k] = v;
+      ads = std::make_unique<xds_client::AdsClient>(
+          options.control_plane, node, options.config_cache,
+          [this](const config::Resources& r) { return applyFromControlPlane(r); });
+      ads->start();
+    }
+    spdlog::info("infermesh-proxy running: {} workers, {}", n,
+                 current ? "config version " + std::to_string(current->version) : std::string(waiting_reason));
     io.run();
+    if (ads) ads->stop();
     for (auto& w : workers) w->stopAndJoin();
     acceptors.clear();
     workers.clear();

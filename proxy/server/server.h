@@ -11,6 +11,12 @@ struct ServerOptions {
   std::string admin_address = "127.0.0.1:9901";
   unsigned workers = 0;  // 0: one per core
   std::chrono::milliseconds drain_timeout{30000};
+  // Control-plane mode (instead of config_path): ADS server address, this
+  // proxy's identity, and where the last accepted config is kept.
+  std::string control_plane;
+  std::string node_id;
+  std::string node_labels;  // "k=v,k2=v2"
+  std::string config_cache;
 };
 
 // The proxy process: workers, listeners, admin endpoint, signals, reload.

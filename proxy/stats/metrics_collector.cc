@@ -100,6 +100,12 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
          static_cast<double>(total.upstream_connections_active));
   simple("infermesh_config_version", "Version of the config snapshot in force.", MetricType::Gauge,
          static_cast<double>(process_.config_version.load()));
+  if (process_.xds_connected.load() >= 0) {
+    simple("infermesh_xds_connected", "1 while the stream to the control plane is up.", MetricType::Gauge,
+           process_.xds_connected.load());
+    simple("infermesh_config_from_cache", "1 while serving the cached config, before the control plane answered.",
+           MetricType::Gauge, process_.serving_from_cache.load() ? 1 : 0);
+  }
   auto reloads = family("infermesh_config_reloads_total", "Config reloads by result.", MetricType::Counter);
   addValue(reloads, static_cast<double>(process_.config_reloads_ok.load()), {{"result", "ok"}});
   addValue(reloads, static_cast<double>(process_.config_reloads_failed.load()), {{"result", "error"}});

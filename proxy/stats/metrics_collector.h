@@ -16,6 +16,9 @@ struct ProcessStats {
   std::atomic<std::uint64_t> config_version{0};
   std::atomic<std::uint64_t> config_reloads_ok{0};
   std::atomic<std::uint64_t> config_reloads_failed{0};
+  // Control-plane mode: -1 when off, else 0/1.
+  std::atomic<int> xds_connected{-1};
+  std::atomic<bool> serving_from_cache{false};
 };
 
 // Turns the per-worker counters into Prometheus families at scrape time.
