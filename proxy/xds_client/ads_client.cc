@@ -129,11 +129,20 @@ bool AdsClient::loadCache(const std::string& path, config::Resources& out, std::
 }
 
 void AdsClient::run() {
-  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  // gRPC's own reconnect backoff is kept in step with ours (its default
+  // grows to two minutes); keepalive notices a control plane that vanished.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  auto channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
   auto stub = dv1::AggregatedDiscoveryService::NewStub(channel);
   std::mt19937 rng(std::random_device{}());
   auto backoff = std::chrono::milliseconds(250);
-  const auto max_backoff = std::chrono::milliseconds(10000);
+  const auto max_backoff = std::chrono::milliseconds(5000);
   while (!stopping_) {
     grpc::ClientContext ctx;
     {

@@ -78,8 +78,8 @@ HttpResponse ProxyTest::chat(const std::string& model, bool stream) {
   return httpRequest(port, "POST", "/v1/chat/completions", chatBody(model, stream));
 }
 
-double ProxyTest::metric(const std::string& name, const std::string& labels) {
-  std::istringstream in(httpGetBody(admin, "/metrics"));
+double ProxyTest::scrape(int admin_port, const std::string& name, const std::string& labels) {
+  std::istringstream in(httpGetBody(admin_port, "/metrics"));
   double sum = 0;
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line[0] == '#') continue;

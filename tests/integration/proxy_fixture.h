@@ -30,7 +30,8 @@ class ProxyTest : public ::testing::Test {
   void startProxy(const std::string& config_yaml, int workers = 1);
   HttpResponse chat(const std::string& model, bool stream = false);
   // Sum of a metric's samples whose label text contains `labels`.
-  double metric(const std::string& name, const std::string& labels = "");
+  double metric(const std::string& name, const std::string& labels = "") { return scrape(admin, name, labels); }
+  static double scrape(int admin_port, const std::string& name, const std::string& labels = "");
   // The metric once it reaches `expected` (a stream is counted just after
   // its last byte is written, so a fast client can scrape before that), or
   // its value after 2 s.

@@ -49,10 +49,11 @@ std::string Process::waitForLine(const std::string& prefix, std::chrono::millise
   for (;;) {
     std::size_t nl;
     while ((nl = pending_.find('\n')) != std::string::npos) {
-      std::string line = pending_.substr(0, nl);
+      lines_.push_back(pending_.substr(0, nl));
       pending_.erase(0, nl + 1);
-      if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
     }
+    for (const auto& line : lines_)
+      if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return {};
     pollfd pfd{stdout_fd_, POLLIN, 0};

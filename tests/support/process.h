@@ -16,7 +16,9 @@ class Process {
   static std::unique_ptr<Process> start(const std::vector<std::string>& argv, const std::string& stderr_path);
   ~Process();
 
-  // The rest of the first stdout line starting with `prefix`; empty on timeout.
+  // The rest of the first stdout line starting with `prefix`, whenever it was
+  // printed (lines are kept, so the order of waits does not matter); empty
+  // on timeout.
   std::string waitForLine(const std::string& prefix, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   void signal(int sig);
   // Exit status, or -1 if it did not exit in time (or died by a signal).
@@ -28,6 +30,7 @@ class Process {
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
   std::string pending_;
+  std::vector<std::string> lines_;
   bool reaped_ = false;
   int status_ = 0;
 };

@@ -1,0 +1,206 @@
+// infermesh-control with two real proxies and mock model servers: config
+// edits reach traffic, bad edits never do, and proxies ride out the control
+// plane going away.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "tests/integration/proxy_fixture.h"
+
+namespace infermesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Proxy {
+  std::unique_ptr<Process> process;
+  int port = 0;
+  int admin = 0;
+};
+
+class ControlPlaneTest : public ProxyTest {
+ protected:
+  std::string models() const {
+    return "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: chat-model}\n"
+           "spec: {aliases: [chat-alias], endpoints: [{address: '" + fast_a.address() + "'}]}\n---\n"
+           "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: slow-model}\n"
+           "spec: {endpoints: [{address: '" + slow.address() + "'}]}\n";
+  }
+  static std::string listener(const std::string& name, const std::string& role) {
+    return "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: " + name + "}\n"
+           "spec: {address: '127.0.0.1:0', filters: [{name: router}], nodeSelector: {role: " + role + "}}\n";
+  }
+  static std::string route(const std::string& extra_alias_target = "") {
+    std::string r =
+        "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: api}\nspec: {match: {pathPrefix: /v1/}}\n";
+    if (!extra_alias_target.empty())
+      r += "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: pinned}\n"
+           "spec: {order: 5, match: {headers: [{name: x-pin}]}, model: " + extra_alias_target + "}\n";
+    return r;
+  }
+
+  void SetUp() override {
+    config_dir = dir.path() + "/config";
+    std::filesystem::create_directories(config_dir);
+    writeConfig("models.yaml", models());
+    writeConfig("listeners.yaml", listener("outbound", "sidecar") + "---\n" + listener("inbound", "node"));
+    writeConfig("routes.yaml", route());
+    startControlPlane("127.0.0.1:0");
+  }
+
+  void writeConfig(const std::string& name, const std::string& text) {
+    const std::string tmp = config_dir + "/." + name + ".tmp";
+    { std::ofstream(tmp) << text; }
+    std::filesystem::rename(tmp, config_dir + "/" + name);
+  }
+
+  void startControlPlane(const std::string& xds_address) {
+    control = Process::start({bin_dir + "/controlplane/infermesh-control", "--config-dir", config_dir, "--xds-address",
+                              xds_address, "--admin-address", "127.0.0.1:0"},
+                             dir.path() + "/control.log");
+    xds = control->waitForLine("xds ");
+    control_admin = portOf(control->waitForLine("admin "));
+    ASSERT_FALSE(xds.empty());
+    ASSERT_GT(control_admin, 0);
+  }
+
+  Proxy startMeshProxy(const std::string& id, const std::string& role, const std::string& listener_name) {
+    Proxy p;
+    p.process = Process::start({bin_dir + "/proxy/infermesh-proxy", "--control-plane", xds, "--node-id", id,
+                                "--node-labels", "role=" + role, "--config-cache", dir.path() + "/" + id + ".cache",
+                                "--admin", "127.0.0.1:0", "--workers", "1"},
+                               dir.path() + "/" + id + ".log");
+    p.admin = portOf(p.process->waitForLine("admin "));
+    p.port = portOf(p.process->waitForLine("listener " + listener_name + " "));
+    EXPECT_GT(p.port, 0) << id << " got no listener; see " << dir.path() << "/" << id << ".log";
+    return p;
+  }
+
+  int status(const Proxy& p, const std::string& model, std::map<std::string, std::string> headers = {}) {
+    return httpRequest(p.port, "POST", "/v1/chat/completions", chatBody(model, false), headers).status;
+  }
+
+  // Polls until `pred` holds (config propagation is asynchronous).
+  static bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return pred();
+  }
+
+  std::string config_dir;
+  std::unique_ptr<Process> control;
+  std::string xds;
+  int control_admin = 0;
+};
+
+TEST_F(ControlPlaneTest, NodesGetTheirListenersAndFollowEdits) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  Proxy node = startMeshProxy("node-1", "node", "inbound");
+  EXPECT_EQ(status(sidecar, "chat-model"), 200);
+  EXPECT_EQ(status(node, "chat-alias"), 200);
+  EXPECT_EQ(scrape(sidecar.admin, "infermesh_xds_connected"), 1);
+  // Each node got only its own listener.
+  EXPECT_EQ(httpGetBody(sidecar.admin, "/listeners").find("inbound"), std::string::npos);
+
+  // An edit: a new alias and a pinned route. Both proxies follow.
+  std::string edited = models();
+  edited.replace(edited.find("[chat-alias]"), 12, "[chat-alias, brand-new]");
+  writeConfig("models.yaml", edited);
+  writeConfig("routes.yaml", route("slow-model"));
+  EXPECT_TRUE(eventually([&] { return status(sidecar, "brand-new") == 200 && status(node, "brand-new") == 200; }));
+  auto pinned = httpRequest(sidecar.port, "POST", "/v1/chat/completions", chatBody("chat-model", false), {{"x-pin", "1"}});
+  EXPECT_NE(pinned.headers["x-mock-server"], "fast-a");  // slow-model lives on the "slow" mock
+
+  const std::string st = httpGetBody(control_admin, "/status");
+  EXPECT_NE(st.find("\"id\":\"sidecar-1\""), std::string::npos) << st;
+  EXPECT_NE(st.find("\"id\":\"node-1\""), std::string::npos);
+  EXPECT_NE(st.find("\"role\":\"node\""), std::string::npos);
+  EXPECT_EQ(st.find("\"last_nack\":\""), std::string::npos) << st;
+}
+
+TEST_F(ControlPlaneTest, InvalidEditIsRejectedWholeAndShownInStatus) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  ASSERT_EQ(status(sidecar, "chat-model"), 200);
+  writeConfig("routes.yaml", route() + "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: broken}\n"
+                                       "spec:\n  model: missing-model\n");
+  std::string st;
+  EXPECT_TRUE(eventually([&] {
+    st = httpGetBody(control_admin, "/status");
+    return st.find("missing-model") != std::string::npos;
+  }));
+  EXPECT_NE(st.find("routes.yaml:10: Route/broken: spec.model: model \\\"missing-model\\\" is not defined"),
+            std::string::npos)
+      << st;
+  EXPECT_EQ(scrape(control_admin, "infermesh_control_config_loads_total", "result=\"error\""), 1);
+  EXPECT_EQ(status(sidecar, "chat-model"), 200);
+  EXPECT_EQ(scrape(sidecar.admin, "infermesh_config_version"), 1);  // nothing reached the proxy
+}
+
+TEST_F(ControlPlaneTest, ProxiesRideOutTheControlPlaneAndServeFromCache) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  ASSERT_EQ(status(sidecar, "chat-model"), 200);
+  ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir.path() + "/sidecar-1.cache"); }));
+
+  // The control plane goes away: traffic is unaffected.
+  control.reset();
+  EXPECT_TRUE(eventually([&] { return scrape(sidecar.admin, "infermesh_xds_connected") == 0; }));
+  EXPECT_EQ(status(sidecar, "chat-model"), 200);
+
+  // A proxy restarted meanwhile serves its cache and says so.
+  const int old_port = sidecar.port;
+  sidecar.process.reset();
+  Proxy restarted = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  EXPECT_EQ(status(restarted, "chat-model"), 200);
+  EXPECT_EQ(scrape(restarted.admin, "infermesh_config_from_cache"), 1);
+  EXPECT_NE(httpGetBody(restarted.admin, "/ready").find("from the cache"), std::string::npos);
+  (void)old_port;
+
+  // The control plane comes back on the same address with an edit made
+  // while it was down: the proxy reconnects and converges.
+  std::string edited = models();
+  edited.replace(edited.find("[chat-alias]"), 12, "[chat-alias, while-away]");
+  writeConfig("models.yaml", edited);
+  startControlPlane(xds);
+  EXPECT_TRUE(eventually([&] { return status(restarted, "while-away") == 200; }, 15s));
+  EXPECT_EQ(scrape(restarted.admin, "infermesh_xds_connected"), 1);
+  EXPECT_EQ(scrape(restarted.admin, "infermesh_config_from_cache"), 0);
+}
+
+TEST_F(ControlPlaneTest, ProxyNacksWhatItCannotApplyAndKeepsServing) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  ASSERT_EQ(status(sidecar, "chat-model"), 200);
+  // Valid for the control plane, but a running proxy cannot move a listener.
+  std::string moved = listener("outbound", "sidecar");
+  moved.replace(moved.find("127.0.0.1:0"), 11, "127.0.0.1:1");
+  writeConfig("listeners.yaml", moved + "---\n" + listener("inbound", "node"));
+  std::string st;
+  EXPECT_TRUE(eventually([&] {
+    st = httpGetBody(control_admin, "/status");
+    return st.find("restart the proxy") != std::string::npos;
+  })) << st;
+  EXPECT_EQ(scrape(control_admin, "infermesh_control_xds_responses_total", "event=\"nacked\""), 1);
+  EXPECT_EQ(status(sidecar, "chat-model"), 200);
+  // Not resent in a loop.
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(scrape(control_admin, "infermesh_control_xds_responses_total", "event=\"nacked\""), 1);
+}
+
+TEST_F(ControlPlaneTest, ProxyWithoutCacheOrControlPlaneIsNotReady) {
+  control.reset();
+  auto p = Process::start({bin_dir + "/proxy/infermesh-proxy", "--control-plane", xds, "--node-id", "lonely",
+                           "--admin", "127.0.0.1:0", "--workers", "1"},
+                          dir.path() + "/lonely.log");
+  const int admin_port = portOf(p->waitForLine("admin "));
+  ASSERT_GT(admin_port, 0);
+  auto ready = httpRequest(admin_port, "GET", "/ready");
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_NE(ready.body.find("waiting for the first config"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace infermesh::testing
