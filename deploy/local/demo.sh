@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: install what is missing, build, start two mock model
-# servers and the proxy with the YAML in deploy/local/, send real requests
-# through the proxy, and show where to look next.
+# servers, the control plane with the YAML in deploy/local/ and a proxy that
+# takes its config from it, send real requests through the proxy, and show
+# where to look next.
 # DEMO_ONCE=1 stops after the requests instead of waiting for Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,7 +11,7 @@ BIN="${BUILD_DIR:-build}"
 RUN=/tmp/infermesh-demo
 mkdir -p "$RUN"
 
-for port in 18001 18002 18080 19901; do
+for port in 18000 18001 18002 18080 19000 19901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port on 127.0.0.1 is in use (another demo still running?)" >&2
     exit 1
@@ -37,10 +38,16 @@ start() {  # name log command...
 models=llama-3-8b-instruct,text-embedding-small
 start "listening" "$RUN/mock-a.log" "$BIN/bench/infermesh-mock-model" --port 18001 --name mock-a --models "$models" --chunk-delay-ms 80
 start "listening" "$RUN/mock-b.log" "$BIN/bench/infermesh-mock-model" --port 18002 --name mock-b --models "$models" --chunk-delay-ms 80
-start "admin " "$RUN/proxy.log" "$BIN/proxy/infermesh-proxy" --config deploy/local --admin 127.0.0.1:19901 --workers 2
+start "admin " "$RUN/control.log" "$BIN/controlplane/infermesh-control" --config-dir deploy/local \
+  --xds-address 127.0.0.1:18000 --admin-address 127.0.0.1:19000
+rm -f "$RUN/proxy.cache"
+start "listener outbound" "$RUN/proxy.log" "$BIN/proxy/infermesh-proxy" --control-plane 127.0.0.1:18000 \
+  --node-id demo-sidecar --node-labels role=sidecar --config-cache "$RUN/proxy.cache" \
+  --admin 127.0.0.1:19901 --workers 2
 
 echo
-echo "== infermesh is running: mock model servers on :18001 and :18002, the proxy on :18080"
+echo "== infermesh is running: mock model servers on :18001 and :18002, the control plane"
+echo "   (xDS :18000, admin :19000) and a proxy on :18080 configured by it"
 echo
 echo "== POST /v1/chat/completions (model \"llama3\", an alias of llama-3-8b-instruct)"
 curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions \
@@ -60,15 +67,20 @@ echo
 echo
 echo "== request metrics (full set: curl http://127.0.0.1:19901/metrics)"
 curl -sS http://127.0.0.1:19901/metrics | grep '^infermesh_http_requests_total' | sed 's/^/   /'
+echo
+echo "== what the control plane knows (infermeshctl status)"
+"$BIN/controlplane/infermeshctl" status --control-plane 127.0.0.1:19000 | sed 's/^/   /'
 cat <<TXT
 
 Where to look next:
-  metrics       curl http://127.0.0.1:19901/metrics
-  config dump   curl http://127.0.0.1:19901/config_dump
-  readiness     curl http://127.0.0.1:19901/ready
-  access log    $RUN/access.log
-  proxy log     $RUN/proxy.log
-  reload        edit deploy/local/*.yaml, then: kill -HUP ${pids[2]}
+  proxy metrics       curl http://127.0.0.1:19901/metrics
+  proxy config dump   curl http://127.0.0.1:19901/config_dump
+  control plane       curl http://127.0.0.1:19000/status   (and /metrics)
+  access log          $RUN/access.log
+  logs                $RUN/proxy.log  $RUN/control.log
+  change the config   edit deploy/local/*.yaml: the control plane pushes it to the proxy
+  check a change      $BIN/controlplane/infermeshctl validate deploy/local
+  explain a request   $BIN/controlplane/infermeshctl explain --config-dir deploy/local --model llama3
 TXT
 if [ "${DEMO_ONCE:-0}" = 1 ] || [ ! -t 0 ]; then
   exit 0

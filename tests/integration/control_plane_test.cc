@@ -1,7 +1,10 @@
 // infermesh-control with two real proxies and mock model servers: config
 // edits reach traffic, bad edits never do, and proxies ride out the control
 // plane going away.
+#include <sys/wait.h>
+
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -188,6 +191,39 @@ TEST_F(ControlPlaneTest, ProxyNacksWhatItCannotApplyAndKeepsServing) {
   // Not resent in a loop.
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(scrape(control_admin, "infermesh_control_xds_responses_total", "event=\"nacked\""), 1);
+}
+
+// Runs infermeshctl; returns its exit status and output.
+int ctl(const std::string& args, std::string& out) {
+  out.clear();
+  FILE* p = ::popen((std::string(INFERMESH_BIN_DIR) + "/controlplane/infermeshctl " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int st = ::pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST_F(ControlPlaneTest, InfermeshctlValidateStatusExplain) {
+  std::string out;
+  EXPECT_EQ(ctl("validate " + config_dir, out), 0) << out;
+  EXPECT_NE(out.find("ok: 2 listeners, 2 models, 1 routes"), std::string::npos) << out;
+
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  EXPECT_EQ(ctl("status --control-plane 127.0.0.1:" + std::to_string(control_admin), out), 0) << out;
+  EXPECT_NE(out.find("sidecar-1"), std::string::npos) << out;
+  EXPECT_NE(out.find("role=sidecar"), std::string::npos) << out;
+
+  EXPECT_EQ(ctl("explain --config-dir " + config_dir + " --model chat-alias --listener outbound", out), 0) << out;
+  EXPECT_NE(out.find("(alias of chat-model)"), std::string::npos) << out;
+  EXPECT_NE(out.find("result: route api -> model chat-model"), std::string::npos) << out;
+  EXPECT_NE(out.find(fast_a.address()), std::string::npos) << out;
+  EXPECT_EQ(ctl("explain --config-dir " + config_dir + " --model chat-model --path /other", out), 0) << out;
+  EXPECT_NE(out.find("path does not start with /v1/"), std::string::npos) << out;
+  EXPECT_NE(out.find("result: 404 no_route"), std::string::npos) << out;
+
+  writeConfig("bad.yaml", "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: b}\nspec:\n  modle: x\n");
+  EXPECT_EQ(ctl("validate " + config_dir, out), 1);
+  EXPECT_NE(out.find("bad.yaml:5: Route/b: spec.modle: unknown field"), std::string::npos) << out;
 }
 
 TEST_F(ControlPlaneTest, ProxyWithoutCacheOrControlPlaneIsNotReady) {

@@ -1,0 +1,201 @@
+// infermeshctl: the operator's command line. See docs/control-plane.md.
+//   infermeshctl validate DIR
+//   infermeshctl status --control-plane ADMIN_ADDR
+//   infermeshctl explain --config-dir DIR --model M [--path P] [--listener L] [--header k=v ...]
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <simdjson.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "filters/builtin.h"
+#include "filters/router/route_matcher.h"
+#include "proxy/config/compiler.h"
+#include "proxy/config/yaml_loader.h"
+
+namespace {
+
+using namespace infermesh;
+
+int usage() {
+  std::fprintf(stderr,
+               "usage:\n"
+               "  infermeshctl validate DIR|FILE\n"
+               "  infermeshctl status --control-plane ADMIN_ADDR\n"
+               "  infermeshctl explain --config-dir DIR --model M [--path P] [--listener L] [--header k=v ...]\n");
+  return 2;
+}
+
+config::CompileResult load(const std::string& path) {
+  filters::registerBuiltinFilters();
+  return config::loadAndCompile(path, 1);
+}
+
+int validate(const std::string& path) {
+  auto r = load(path);
+  if (!r.snapshot) {
+    for (const auto& e : r.errors) std::printf("%s\n", e.str().c_str());
+    std::printf("%zu error%s\n", r.errors.size(), r.errors.size() == 1 ? "" : "s");
+    return 1;
+  }
+  std::printf("ok: %zu listeners, %zu models, %zu routes\n", r.snapshot->listeners.size(), r.snapshot->models.size(),
+              r.snapshot->routes.size());
+  return 0;
+}
+
+int status(const std::string& address) {
+  namespace asio = boost::asio;
+  namespace http = boost::beast::http;
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos) return usage();
+  std::string body;
+  try {
+    asio::io_context io;
+    asio::ip::tcp::resolver resolver(io);
+    boost::beast::tcp_stream stream(io);
+    stream.expires_after(std::chrono::seconds(5));
+    stream.connect(resolver.resolve(address.substr(0, colon), address.substr(colon + 1)));
+    http::request<http::empty_body> req{http::verb::get, "/status", 11};
+    req.set(http::field::host, address);
+    http::write(stream, req);
+    boost::beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(stream, buf, res);
+    body = res.body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cannot reach the control plane at %s: %s\n", address.c_str(), e.what());
+    return 1;
+  }
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(body).get(doc)) {
+    std::fprintf(stderr, "unexpected answer from %s\n", address.c_str());
+    return 1;
+  }
+  int64_t version = 0;
+  if (doc["config_version"].get_int64().get(version)) version = {};
+  std::printf("config version %lld\n", static_cast<long long>(version));
+  std::string_view err;
+  if (!doc["last_config_error"].get_string().get(err)) std::printf("last config error:\n%.*s\n", int(err.size()), err.data());
+  std::printf("\n%-20s %-24s %-10s %-18s %-18s %-18s %s\n", "PROXY", "LABELS", "STREAM", "MODEL", "LISTENER", "ROUTE",
+              "LAST NACK");
+  simdjson::dom::array proxies;
+  if (doc["proxies"].get_array().get(proxies)) return 0;
+  for (auto p : proxies) {
+    std::string_view id, kind;
+    if (p["id"].get_string().get(id)) id = {};
+    if (p["stream"].get_string().get(kind)) kind = {};
+    std::string labels;
+    simdjson::dom::object lo;
+    if (!p["labels"].get_object().get(lo))
+      for (auto kv : lo) {
+        std::string_view v;
+        if (kv.value.get_string().get(v)) v = {};
+        labels += (labels.empty() ? "" : ",") + std::string(kv.key) + "=" + std::string(v);
+      }
+    std::string nack = "-";
+    auto acked = [&](const char* type) -> std::string {
+      std::string_view v, n;
+      auto t = p["types"][type];
+      if (t["acked_version"].get_string().get(v)) return "-";
+      if (!t["last_nack"].get_string().get(n)) nack = std::string(type) + ": " + std::string(n);
+      std::string s(v);
+      return s.empty() ? "-" : s.substr(0, 8) + (t["sent_version"].get_string().value_unsafe() == v ? "" : " (old)");
+    };
+    const std::string m = acked("Model"), l = acked("Listener"), r = acked("Route");
+    std::printf("%-20.*s %-24s %-10.*s %-18s %-18s %-18s %s\n", int(id.size()), id.data(), labels.c_str(),
+                int(kind.size()), kind.data(), m.c_str(), l.c_str(), r.c_str(), nack.c_str());
+  }
+  return 0;
+}
+
+int explain(const std::string& dir, const std::string& model, const std::string& path, const std::string& listener,
+            const std::vector<std::pair<std::string, std::string>>& headers) {
+  auto r = load(dir);
+  if (!r.snapshot) {
+    for (const auto& e : r.errors) std::printf("%s\n", e.str().c_str());
+    return 1;
+  }
+  const auto& snap = *r.snapshot;
+  const config::ListenerConfig* l = listener.empty() ? &snap.listeners.front() : snap.findListener(listener);
+  if (l == nullptr) {
+    std::printf("listener \"%s\" is not defined\n", listener.c_str());
+    return 1;
+  }
+  filter::RequestHead req;
+  req.method = "POST";
+  req.target = path;
+  for (const auto& [k, v] : headers) req.headers.add(k, v);
+  const config::ModelConfig* named = snap.findModel(model);
+  std::printf("request: POST %s on listener %s, model \"%s\"%s\n\n", path.c_str(), l->name.c_str(), model.c_str(),
+              named ? (named->name == model ? "" : (" (alias of " + named->name + ")").c_str()) : " (unknown)");
+  // Why each route does or does not take the request, in match order.
+  for (const auto& route : snap.routes) {
+    std::vector<std::string> why_not;
+    if (!route.listeners.empty() &&
+        std::find(route.listeners.begin(), route.listeners.end(), l->index) == route.listeners.end())
+      why_not.push_back("not on this listener");
+    if (!route.path_exact.empty() && req.path() != route.path_exact) why_not.push_back("path is not " + route.path_exact);
+    if (!route.path_prefix.empty() && !req.path().starts_with(route.path_prefix))
+      why_not.push_back("path does not start with " + route.path_prefix);
+    for (const auto& h : route.headers) {
+      auto v = req.headers.get(h.name);
+      if (!v) why_not.push_back("no header " + h.name);
+      else if (!h.value.empty() && *v != h.value) why_not.push_back("header " + h.name + " is not " + h.value);
+    }
+    if (!route.models.empty() &&
+        (named == nullptr || std::find(route.models.begin(), route.models.end(), named->index) == route.models.end()))
+      why_not.push_back("model not in match.models");
+    std::printf("  route %-24s %s\n", route.name.c_str(), why_not.empty() ? "MATCHES" : "no:");
+    for (const auto& w : why_not) std::printf("      - %s\n", w.c_str());
+    if (!why_not.empty()) continue;
+    const config::ModelConfig* target = route.target ? route.target : named;
+    if (target == nullptr) {
+      std::printf("\nresult: 404 model_not_found (the route forwards to the body's model, which is unknown)\n");
+      return 0;
+    }
+    std::printf("\nresult: route %s -> model %s (sent upstream as \"%s\")\n", route.name.c_str(), target->name.c_str(),
+                target->upstream_model.c_str());
+    std::printf("endpoints (round robin; a failed connection is retried on the next):\n");
+    for (const auto& ep : target->endpoints)
+      std::printf("  %s (%s:%u)%s%s\n", ep.address.c_str(), ep.ip.c_str(), ep.port,
+                  ep.region.empty() ? "" : (" region=" + ep.region).c_str(), ep.zone.empty() ? "" : (" zone=" + ep.zone).c_str());
+    return 0;
+  }
+  std::printf("\nresult: 404 no_route\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  const std::string cmd = argv[1];
+  if (cmd == "validate") return argc == 3 ? validate(argv[2]) : usage();
+  std::string control_plane, dir, model, path = "/v1/chat/completions", listener;
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) return usage();
+    std::string v = argv[++i];
+    if (a == "--control-plane") control_plane = v;
+    else if (a == "--config-dir") dir = v;
+    else if (a == "--model") model = v;
+    else if (a == "--path") path = v;
+    else if (a == "--listener") listener = v;
+    else if (a == "--header") {
+      auto eq = v.find('=');
+      if (eq == std::string::npos) return usage();
+      headers.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+    } else {
+      return usage();
+    }
+  }
+  if (cmd == "status" && !control_plane.empty()) return status(control_plane);
+  if (cmd == "explain" && !dir.empty()) return explain(dir, model, path, listener, headers);
+  return usage();
+}
