@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   }
   const std::string xds_bound = opt.xds_address.substr(0, opt.xds_address.rfind(':')) + ":" + std::to_string(xds_port);
 
-  controlplane::DirWatcher watcher(opt.config_dir, std::chrono::milliseconds(100), [&] {
+  controlplane::DirWatcher watcher(opt.config_dir, std::chrono::milliseconds(25), [&] {
     if (loader.load()) ads.pushAll();
   });
 
