@@ -210,7 +210,7 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
 } >"$WORK/results.md"
 cat "$WORK/results.md"
 if [ "${WRITE_RESULTS:-1}" = 1 ]; then
-  { echo "# Benchmark results"; echo; echo "Produced by bench/run.sh; newest run first. Budgets: DESIGN.md section 8."; echo
+  { echo "# Benchmark results"; echo; echo "Produced by bench/run.sh and bench/xds_fanout.sh; newest run first. Budgets: DESIGN.md section 8."; echo
     cat "$WORK/results.md"; echo
     if [ -f bench/RESULTS.md ]; then sed -n '/^## /,$p' bench/RESULTS.md; fi; } >"$WORK/all.md"
   cp "$WORK/all.md" bench/RESULTS.md

@@ -126,6 +126,35 @@ TEST_F(ControlPlaneTest, NodesGetTheirListenersAndFollowEdits) {
   EXPECT_EQ(st.find("\"last_nack\":\""), std::string::npos) << st;
 }
 
+TEST_F(ControlPlaneTest, ConfigMapStyleSymlinkSwapIsOneReload) {
+  // What a Kubernetes ConfigMap volume looks like: visible names are
+  // symlinks through ..data, which is swapped atomically to a new directory.
+  control.reset();
+  const std::string cm = dir.path() + "/configmap";
+  auto version = [&](const std::string& name, const std::string& models_yaml) {
+    std::filesystem::create_directories(cm + "/" + name);
+    std::ofstream(cm + "/" + name + "/models.yaml") << models_yaml;
+    std::ofstream(cm + "/" + name + "/listeners.yaml") << listener("outbound", "sidecar");
+    std::ofstream(cm + "/" + name + "/routes.yaml") << route();
+  };
+  version("..v1", models());
+  std::filesystem::create_directory_symlink("..v1", cm + "/..data");
+  for (const char* f : {"models.yaml", "listeners.yaml", "routes.yaml"})
+    std::filesystem::create_symlink(std::string("..data/") + f, cm + "/" + f);
+  config_dir = cm;
+  startControlPlane("127.0.0.1:0");
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  ASSERT_EQ(status(sidecar, "swapped-in"), 404);
+
+  std::string edited = models();
+  edited.replace(edited.find("[chat-alias]"), 12, "[chat-alias, swapped-in]");
+  version("..v2", edited);
+  std::filesystem::create_directory_symlink("..v2", cm + "/..data_tmp");
+  std::filesystem::rename(cm + "/..data_tmp", cm + "/..data");
+  EXPECT_TRUE(eventually([&] { return status(sidecar, "swapped-in") == 200; }));
+  EXPECT_EQ(scrape(control_admin, "infermesh_control_config_loads_total", "result=\"ok\""), 2);
+}
+
 TEST_F(ControlPlaneTest, InvalidEditIsRejectedWholeAndShownInStatus) {
   Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
   ASSERT_EQ(status(sidecar, "chat-model"), 200);
