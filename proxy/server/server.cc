@@ -193,8 +193,8 @@ struct Server::Impl {
   }
 
   std::string listenersJson() const {
-    std::string out = "{";
     if (!serving) return "{}";
+    std::string out = "{";
     for (const auto& l : current->listeners) {
       if (out.size() > 1) out += ',';
       appendJsonString(out, l.name);
