@@ -7,6 +7,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/beast/http.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <array>
 
@@ -16,6 +18,7 @@
 #include "proxy/server/downstream.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/worker.h"
+#include "proxy/upstream/load_balancer.h"
 
 namespace infermesh::router {
 namespace {
@@ -168,20 +171,36 @@ class RouterFilter final : public filter::StreamFilter {
     if (route.request_timeout.count() > 0) deadline_ = ctx.start + route.request_timeout;
     buildRequest(ctx);
 
-    // Round robin across the model's endpoints; a connection that cannot be
-    // made is retried once on the next endpoint.
-    const std::size_t n = model.endpoints.size();
-    const std::uint32_t first = ctx.worker->nextRoundRobin(model.index);
-    const std::size_t attempts = std::min<std::size_t>(n, 2);
+    // The model's load balancer picks the endpoint; a connection that cannot
+    // be made is retried once on another one. Every attempt's outcome feeds
+    // outlier detection.
+    auto& worker = *ctx.worker;
+    std::vector<bool> tried(model.endpoints.size(), false);
+    const std::size_t attempts = std::min<std::size_t>(model.endpoints.size(), 2);
     for (std::size_t i = 0; i < attempts; ++i) {
-      const auto& ep = model.endpoints[(first + i) % n];
-      if (i > 0) ++ctx.worker->stats().upstream_retries;
+      const int picked = upstream::pickEndpoint(model, worker.endpointStates(), worker.roundRobinCounter(model.index),
+                                                worker.rng(), tried, upstream::Clock::now());
+      if (picked < 0) break;
+      tried[static_cast<std::size_t>(picked)] = true;
+      const auto& ep = model.endpoints[static_cast<std::size_t>(picked)];
+      if (i > 0) ++worker.stats().upstream_retries;
       ++ctx.upstream_attempts;
       ctx.upstream_address = ep.address;
+      auto& health = worker.endpointStates().get(ep.key);
+      ++health.outstanding;
       Outcome o = co_await exchange(ctx, ep, /*pooled=*/true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
       if (o == Outcome::StaleConnection) o = co_await exchange(ctx, ep, /*pooled=*/false);
+      --worker.endpointStates().get(ep.key).outstanding;
+      const bool ok = o == Outcome::Done && ctx.error_source != filter::ErrorSource::Upstream &&
+                      ctx.response_status < 500;
+      if (o == Outcome::Done && clientLeft(ctx)) co_return;  // says nothing about the endpoint
+      if (upstream::recordOutcome(model, worker.endpointStates(), static_cast<std::size_t>(picked), ok,
+                                  upstream::Clock::now())) {
+        ++worker.stats().upstream_ejections;
+        spdlog::warn("outlier detection: ejecting {} of model {}", ep.address, model.name);
+      }
       if (o == Outcome::Done) co_return;
     }
     ctx.error_source = filter::ErrorSource::Upstream;

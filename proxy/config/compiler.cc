@@ -146,6 +146,20 @@ class Compiler {
       mc.connect_timeout = toMillis(spec.connect_timeout());
       if (mc.connect_timeout.count() <= 0) errors_.push_back(m.error("spec.connectTimeout", "must be > 0"));
     }
+    const std::string& policy = spec.load_balancer().policy();
+    if (policy == "round_robin") mc.lb_policy = LbPolicy::RoundRobin;
+    else if (!policy.empty() && policy != "least_request")
+      errors_.push_back(m.error("spec.loadBalancer.policy",
+                                "unknown policy \"" + policy + "\" (least_request or round_robin)"));
+    if (spec.has_outlier_detection()) {
+      const auto& od = spec.outlier_detection();
+      mc.outlier.consecutive_failures = od.consecutive_failures();
+      if (od.has_base_ejection_time()) mc.outlier.base_ejection = toMillis(od.base_ejection_time());
+      if (od.max_ejection_percent() > 100)
+        errors_.push_back(m.error("spec.outlierDetection.maxEjectionPercent", "must be 0..100"));
+      else if (od.max_ejection_percent() > 0)
+        mc.outlier.max_ejection_percent = od.max_ejection_percent();
+    }
     if (spec.endpoints().empty()) errors_.push_back(m.error("spec.endpoints", "at least one endpoint is required"));
     for (int i = 0; i < spec.endpoints_size(); ++i) {
       const auto& e = spec.endpoints(i);
@@ -166,6 +180,7 @@ class Compiler {
         continue;
       }
       ec.key = std::hash<std::string>{}(ec.ip + "|" + std::to_string(ec.port));
+      mc.total_weight += ec.weight;
       mc.endpoints.push_back(std::move(ec));
     }
     snap.models.push_back(std::move(mc));

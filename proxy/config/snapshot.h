@@ -24,6 +24,14 @@ struct EndpointConfig {
   std::uint32_t weight = 1;
 };
 
+enum class LbPolicy { LeastRequest, RoundRobin };
+
+struct OutlierConfig {
+  std::uint32_t consecutive_failures = 5;  // 0: off
+  std::chrono::milliseconds base_ejection{30000};
+  std::uint32_t max_ejection_percent = 50;
+};
+
 struct ModelConfig {
   std::string name;
   std::string upstream_model;  // sent to the backend in `model`
@@ -31,6 +39,9 @@ struct ModelConfig {
   std::vector<std::string> capabilities;
   std::vector<EndpointConfig> endpoints;
   std::chrono::milliseconds connect_timeout{2000};
+  LbPolicy lb_policy = LbPolicy::LeastRequest;
+  OutlierConfig outlier;
+  std::uint32_t total_weight = 0;
   std::uint32_t index = 0;     // position in Snapshot::models
   std::uint32_t stats_id = 0;  // see stats::NameTable
 };

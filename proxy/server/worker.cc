@@ -39,9 +39,9 @@ void Worker::stopAndJoin() {
 
 void Worker::post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
 
-std::uint32_t Worker::nextRoundRobin(std::uint32_t model_index) {
+std::uint32_t& Worker::roundRobinCounter(std::uint32_t model_index) {
   if (model_index >= round_robin_.size()) round_robin_.resize(model_index + 1, 0);
-  return round_robin_[model_index]++;
+  return round_robin_[model_index];
 }
 
 std::string Worker::newRequestId() {

@@ -14,6 +14,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/server/upstream_pool.h"
 #include "proxy/stats/worker_stats.h"
+#include "proxy/upstream/load_balancer.h"
 
 namespace infermesh::proxy {
 
@@ -63,7 +64,11 @@ class Worker {
     if (relay_buffers_.size() < 256) relay_buffers_.push_back(std::move(b));
   }
   stats::WorkerStats& stats() { return stats_; }
-  std::uint32_t nextRoundRobin(std::uint32_t model_index);
+  // Load-balancing state, per worker: round-robin position per model,
+  // endpoint health and load, and a random source for two-choice picks.
+  std::uint32_t& roundRobinCounter(std::uint32_t model_index);
+  upstream::EndpointStates& endpointStates() { return endpoint_states_; }
+  std::mt19937_64& rng() { return rng_; }
   std::string newRequestId();
 
   // Connection tracking for graceful drain.
@@ -87,6 +92,7 @@ class Worker {
   std::vector<std::shared_ptr<spdlog::logger>> access_logs_;
   stats::WorkerStats stats_;
   std::vector<std::uint32_t> round_robin_;
+  upstream::EndpointStates endpoint_states_;
   std::mt19937_64 rng_;
   std::unordered_set<Http1Connection*> connections_;
   std::vector<std::unique_ptr<char[]>> relay_buffers_;

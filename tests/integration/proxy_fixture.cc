@@ -50,8 +50,16 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
     << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: dead-model}\n"
     << "spec: {endpoints: [{address: '127.0.0.1:1'}], connectTimeout: 500ms}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: half-dead-model}\n"
-    << "spec: {upstreamModel: chat-model, endpoints: [{address: '127.0.0.1:1'}, {address: '" << fast_a.address()
+    << "spec: {upstreamModel: chat-model, loadBalancer: {policy: round_robin}, outlierDetection: "
+    << "{consecutiveFailures: 0}, endpoints: [{address: '127.0.0.1:1'}, {address: '" << fast_a.address()
     << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: ejecting-model}\n"
+    << "spec: {upstreamModel: chat-model, loadBalancer: {policy: round_robin}, outlierDetection: "
+    << "{consecutiveFailures: 1, baseEjectionTime: 60s}, endpoints: [{address: '127.0.0.1:1'}, {address: '"
+    << fast_a.address() << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: mixed-model}\n"
+    << "spec: {upstreamModel: chat-model, endpoints: [{address: '" << sluggish.address() << "'}, {address: '"
+    << fast_a.address() << "'}]}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: impatient}\n"
     << "spec: {order: 1, match: {models: [sluggish-model]}, timeouts: {idle: 300ms}}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: deadline}\n"

@@ -225,6 +225,37 @@ TEST_F(ProxyTest, InvalidUpstreamResponseGives502) {
   EXPECT_EQ(metric("infermesh_upstream_errors_total", "reason=\"protocol_error\""), 1);
 }
 
+TEST_F(ProxyTest, OutlierDetectionEjectsAFailingEndpoint) {
+  startProxy(baseConfig());
+  // One connect failure ejects the dead endpoint for 60 s; later requests
+  // go straight to the live one.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(chat("ejecting-model").status, 200);
+  EXPECT_EQ(metric("infermesh_upstream_errors_total", "reason=\"connect_failure\""), 1);
+  EXPECT_EQ(metric("infermesh_upstream_ejections_total"), 1);
+}
+
+TEST_F(ProxyTest, LeastRequestAvoidsABusyEndpoint) {
+  startProxy(baseConfig());
+  // Park one request on the endpoint that takes 3 s (retry until one lands
+  // there; the others come back at once from the fast one).
+  std::vector<std::unique_ptr<HttpConnection>> parked;
+  const std::string body = chatBody("mixed-model", false);
+  const std::string raw = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  for (int i = 0; i < 20 && parked.empty(); ++i) {
+    auto c = std::make_unique<HttpConnection>(port);
+    c->sendRaw(raw);
+    if (c->readSome(150ms).empty()) parked.push_back(std::move(c));
+  }
+  ASSERT_EQ(parked.size(), 1u) << "no request reached the slow endpoint";
+  // With one request in flight there, every new one goes to the idle endpoint.
+  for (int i = 0; i < 10; ++i) {
+    auto r = chat("mixed-model");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers["x-mock-server"], "fast-a");
+  }
+}
+
 TEST_F(ProxyTest, UpstreamTimeoutGives504) {
   startProxy(baseConfig());
   const auto start = Clock::now();
