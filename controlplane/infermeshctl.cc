@@ -160,7 +160,8 @@ int explain(const std::string& dir, const std::string& model, const std::string&
     }
     std::printf("\nresult: route %s -> model %s (sent upstream as \"%s\")\n", route.name.c_str(), target->name.c_str(),
                 target->upstream_model.c_str());
-    std::printf("endpoints (round robin; a failed connection is retried on the next):\n");
+    std::printf("endpoints (%s; a failed connection is retried on another; ejected ones are skipped):\n",
+                target->lb_policy == config::LbPolicy::RoundRobin ? "weighted round robin" : "least request");
     for (const auto& ep : target->endpoints)
       std::printf("  %s (%s:%u)%s%s\n", ep.address.c_str(), ep.ip.c_str(), ep.port,
                   ep.region.empty() ? "" : (" region=" + ep.region).c_str(), ep.zone.empty() ? "" : (" zone=" + ep.zone).c_str());
