@@ -117,6 +117,21 @@ class RouterFilter final : public filter::StreamFilter {
   Clock::duration budget(Clock::duration limit) const {
     return deadline_ == Clock::time_point::max() ? limit : std::min(limit, deadline_ - Clock::now());
   }
+  // The same, also capped by the first-token deadline until the first body
+  // byte has arrived.
+  Clock::duration readBudget(Clock::duration idle, bool got_first_byte) const {
+    auto b = budget(idle);
+    if (!got_first_byte && first_token_at_ != Clock::time_point::max()) b = std::min(b, first_token_at_ - Clock::now());
+    return b;
+  }
+  bool firstTokenLate() const { return first_token_at_ != Clock::time_point::max() && Clock::now() >= first_token_at_; }
+
+  // An SSE client cannot see a status after the stream started; it gets an
+  // explicit error event before the stream is cut.
+  static std::string sseErrorEvent(const std::string& message, const std::string& code) {
+    filter::LocalReply reply{0, message, "upstream_error", code, {}};
+    return "event: error\ndata: " + proxy::openAiErrorJson(reply) + "\n\n";
+  }
 
   // The upstream request head minus `host` (set per endpoint). Written by
   // hand, like the downstream response: a relay only copies fields, and one
@@ -257,6 +272,7 @@ class RouterFilter final : public filter::StreamFilter {
     head_ += ep.address;
     head_ += "\r\n\r\n";
     const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
+    if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = Clock::now() + ctx.route->first_token_timeout;
     conn->stream.expires_after(budget(idle));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head_), asio::buffer(body_)};
     auto [wec, wn] = co_await asio::async_write(conn->stream, request, kTuple);
@@ -271,13 +287,16 @@ class RouterFilter final : public filter::StreamFilter {
     parser.header_limit(64 * 1024);
     parser.body_limit(boost::none);  // responses are streamed, never held
     if (ctx.request.method == "HEAD") parser.skip(true);
-    conn->stream.expires_after(budget(idle));
+    conn->stream.expires_after(readBudget(idle, false));
     auto [hec, hn] = co_await http::async_read_header(conn->stream, conn->buffer, parser, kTuple);
     if (hec && clientLeft(ctx)) co_return Outcome::Done;
     if (hec) {
       const bool closed = hec == http::error::end_of_stream || hec == asio::error::eof ||
                           hec == asio::error::connection_reset;
       if (reused && closed && !parser.got_some()) co_return Outcome::StaleConnection;
+      if (hec == beast::error::timeout && firstTokenLate())
+        co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "no first token in time",
+                                              "upstream_first_token_timeout");
       if (hec == beast::error::timeout)
         co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "upstream did not respond in time",
                                               "upstream_timeout");
@@ -302,7 +321,9 @@ class RouterFilter final : public filter::StreamFilter {
     }
     std::optional<std::uint64_t> length;
     if (auto cl = parser.content_length()) length = *cl;
+    const bool sse = head.headers.get("content-type").value_or("").starts_with("text/event-stream");
     if (!co_await ctx.downstream->sendHeaders(head, parser.is_done(), length)) co_return Outcome::Done;
+    bool got_first_byte = false;
 
     struct RelayBuffer {
       proxy::Worker& worker;
@@ -316,7 +337,7 @@ class RouterFilter final : public filter::StreamFilter {
       auto& body = parser.get().body();
       body.data = buf.data.get();
       body.size = kBufSize;
-      conn->stream.expires_after(budget(idle));
+      conn->stream.expires_after(readBudget(idle, got_first_byte));
       auto [ec, got_bytes] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
       if (ec == http::error::need_buffer) ec = {};
       if (ec && clientLeft(ctx)) co_return Outcome::Done;  // nobody to tell
@@ -324,13 +345,20 @@ class RouterFilter final : public filter::StreamFilter {
         const bool timeout = ec == beast::error::timeout;
         stats.count(timeout ? UpstreamError::Timeout : UpstreamError::Reset);
         ctx.error_source = filter::ErrorSource::Upstream;
-        ctx.error_reason = timeout ? "upstream_timeout_mid_stream" : "upstream_reset_mid_stream";
+        ctx.error_reason = !timeout               ? "upstream_reset_mid_stream"
+                           : !got_first_byte && firstTokenLate() ? "upstream_first_token_timeout"
+                                                                  : "upstream_timeout_mid_stream";
+        if (sse)
+          co_await ctx.downstream->sendBody(
+              sseErrorEvent(timeout ? "the model stopped responding" : "the model connection was lost", ctx.error_reason),
+              false);
         ctx.downstream->abort();
         co_return Outcome::Done;
       }
       const std::size_t got = kBufSize - parser.get().body().size;
       const bool end = parser.is_done();
       if (got == 0 && !end) continue;
+      got_first_byte = got_first_byte || got > 0;
       if (!co_await ctx.downstream->sendBody(std::string_view(buf.data.get(), got), end)) co_return Outcome::Done;
     }
     if (parser.keep_alive() && conn->buffer.size() == 0) {
@@ -344,6 +372,7 @@ class RouterFilter final : public filter::StreamFilter {
   std::string head_;
   std::size_t host_at_ = 0;
   Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point first_token_at_ = Clock::time_point::max();
 };
 
 class RouterFactory final : public filter::FilterFactory {

@@ -305,6 +305,10 @@ class Compiler {
       rc.idle_timeout = toMillis(t.idle());
       if (rc.idle_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.idle", "must be > 0"));
     }
+    if (t.has_first_token()) {
+      rc.first_token_timeout = toMillis(t.first_token());
+      if (rc.first_token_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.firstToken", "must be > 0"));
+    }
     out.emplace_back(spec.order(), std::move(rc));
   }
 

@@ -61,6 +61,7 @@ struct RouteConfig {
   const ModelConfig* target = nullptr;  // nullptr: the model named in the body
   std::chrono::milliseconds request_timeout{0};  // 0: none
   std::chrono::milliseconds idle_timeout{300000};
+  std::chrono::milliseconds first_token_timeout{0};  // 0: none
   std::uint32_t stats_id = 0;
   // Whether matching needs the model name from the body (decided at compile
   // time so the router only buffers bodies when it must).

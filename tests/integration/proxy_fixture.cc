@@ -62,6 +62,8 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
     << fast_a.address() << "'}]}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: impatient}\n"
     << "spec: {order: 1, match: {models: [sluggish-model]}, timeouts: {idle: 300ms}}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: first-token}\n"
+    << "spec: {order: 3, match: {headers: [{name: x-test-ttft}]}, timeouts: {firstToken: 300ms}}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: deadline}\n"
     << "spec: {order: 2, match: {headers: [{name: x-test-deadline}]}, timeouts: {request: 450ms}}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: echo}\n"

@@ -280,12 +280,31 @@ TEST_F(ProxyTest, RouteRequestTimeoutEndsALongStream) {
   EXPECT_NE(full.body.find("[DONE]"), std::string::npos);
 }
 
+TEST_F(ProxyTest, FirstTokenTimeout) {
+  startProxy(baseConfig());
+  // sluggish-patient takes 3 s to the first token; the route allows 300 ms.
+  const auto start = Clock::now();
+  auto r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("sluggish-patient", false), {{"x-test-ttft", "1"}});
+  EXPECT_EQ(r.status, 504);
+  EXPECT_TRUE(isOpenAiError(r, "upstream_first_token_timeout")) << r.body;
+  // Streaming: the head came at once, then no token: an SSE error event and
+  // an incomplete stream.
+  r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("sluggish-patient", true), {{"x-test-ttft", "1"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(r.complete);
+  EXPECT_NE(r.body.find("event: error\ndata: {\"error\":"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("upstream_first_token_timeout"), std::string::npos) << r.body;
+  EXPECT_LT(Clock::now() - start, 2500ms);
+}
+
 TEST_F(ProxyTest, UpstreamResetMidStreamIsNeverACleanEnd) {
   startProxy(baseConfig());
   auto r = chat("flaky-model", /*stream=*/true);
   EXPECT_EQ(r.status, 200);
   EXPECT_FALSE(r.complete) << "a truncated stream was presented as complete";
   EXPECT_EQ(r.body.find("[DONE]"), std::string::npos);
+  EXPECT_NE(r.body.find("event: error\ndata: {\"error\":"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("upstream_reset_mid_stream"), std::string::npos);
   EXPECT_EQ(metric("infermesh_streams_aborted_total"), 1);
   EXPECT_EQ(chat("chat-model").status, 200);
 }
