@@ -201,18 +201,19 @@ class RouterFilter final : public filter::StreamFilter {
       if (i > 0) ++worker.stats().upstream_retries;
       ++ctx.upstream_attempts;
       ctx.upstream_address = ep.address;
-      auto& health = worker.endpointStates().get(ep.key);
-      ++health.outstanding;
+      // Load is tracked only where there is a choice to make.
+      const bool balance = model.endpoints.size() > 1;
+      if (balance) ++worker.endpointStates().get(ep.key).outstanding;
       Outcome o = co_await exchange(ctx, ep, /*pooled=*/true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
       if (o == Outcome::StaleConnection) o = co_await exchange(ctx, ep, /*pooled=*/false);
-      --worker.endpointStates().get(ep.key).outstanding;
+      if (balance) --worker.endpointStates().get(ep.key).outstanding;
       const bool ok = o == Outcome::Done && ctx.error_source != filter::ErrorSource::Upstream &&
                       ctx.response_status < 500;
       if (o == Outcome::Done && clientLeft(ctx)) co_return;  // says nothing about the endpoint
-      if (upstream::recordOutcome(model, worker.endpointStates(), static_cast<std::size_t>(picked), ok,
-                                  upstream::Clock::now())) {
+      if (balance && upstream::recordOutcome(model, worker.endpointStates(), static_cast<std::size_t>(picked), ok,
+                                             upstream::Clock::now())) {
         ++worker.stats().upstream_ejections;
         spdlog::warn("outlier detection: ejecting {} of model {}", ep.address, model.name);
       }

@@ -7,6 +7,7 @@ namespace infermesh::upstream {
 int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::uint32_t& rr_counter,
                  std::mt19937_64& rng, const std::vector<bool>& tried, Clock::time_point now) {
   const std::size_t n = model.endpoints.size();
+  if (n == 1) return tried[0] ? -1 : 0;  // nothing to choose
   // Eligible: not tried on this request and not ejected. If ejection leaves
   // nothing, fall back to any untried endpoint: better a doubtful endpoint
   // than a certain 503.
