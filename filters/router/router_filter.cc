@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 
 #include "filters/router/model_extractor.h"
 #include "filters/router/route_matcher.h"
@@ -125,6 +126,17 @@ class RouterFilter final : public filter::StreamFilter {
     return b;
   }
   bool firstTokenLate() const { return first_token_at_ != Clock::time_point::max() && Clock::now() >= first_token_at_; }
+
+  // A 429 with Retry-After (seconds) rests the endpoint that long: the load
+  // balancer sends other requests elsewhere meanwhile (capped at 5 minutes).
+  static void coolDown(proxy::Worker& worker, const config::EndpointConfig& ep, std::string_view retry_after) {
+    unsigned seconds = 0;
+    auto [p, ec] = std::from_chars(retry_after.data(), retry_after.data() + retry_after.size(), seconds);
+    if (ec != std::errc() || seconds == 0) return;
+    auto& health = worker.endpointStates().get(ep.key);
+    health.ejected_until =
+        std::max(health.ejected_until, upstream::Clock::now() + std::chrono::seconds(std::min(seconds, 300u)));
+  }
 
   // An SSE client cannot see a status after the stream started; it gets an
   // explicit error event before the stream is cut.
@@ -310,6 +322,7 @@ class RouterFilter final : public filter::StreamFilter {
     }
 
     const auto& res = parser.get();
+    if (res.result_int() == 429 && ctx.target_model->endpoints.size() > 1) coolDown(worker, ep, res[http::field::retry_after]);
     filter::ResponseHead head;
     head.status = res.result_int();
     head.reason.assign(res.reason());

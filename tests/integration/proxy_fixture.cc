@@ -13,10 +13,11 @@ void ProxyTest::SetUpTestSuite() {
   slow = startMock("slow", {"--models", models, "--chunk-delay-ms", "150", "--chunks", "6"});
   resetting = startMock("resetting", {"--models", models, "--chunk-delay-ms", "20", "--chunks", "8", "--reset-rate", "1"});
   sluggish = startMock("sluggish", {"--models", models, "--ttft-ms", "3000"});
+  limited = startMock("limited", {"--models", models, "--error-429-rate", "1", "--retry-after", "30"});
 }
 
 void ProxyTest::TearDownTestSuite() {
-  for (Mock* m : {&fast_a, &fast_b, &slow, &resetting, &sluggish}) m->process.reset();
+  for (Mock* m : {&fast_a, &fast_b, &slow, &resetting, &sluggish, &limited}) m->process.reset();
 }
 
 Mock ProxyTest::startMock(const std::string& name, std::vector<std::string> args) {
@@ -56,6 +57,9 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
     << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: ejecting-model}\n"
     << "spec: {upstreamModel: chat-model, loadBalancer: {policy: round_robin}, outlierDetection: "
     << "{consecutiveFailures: 1, baseEjectionTime: 60s}, endpoints: [{address: '127.0.0.1:1'}, {address: '"
+    << fast_a.address() << "'}]}\n---\n"
+    << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: limited-model}\n"
+    << "spec: {upstreamModel: chat-model, endpoints: [{address: '" << limited.address() << "'}, {address: '"
     << fast_a.address() << "'}]}\n---\n"
     << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: mixed-model}\n"
     << "spec: {upstreamModel: chat-model, endpoints: [{address: '" << sluggish.address() << "'}, {address: '"

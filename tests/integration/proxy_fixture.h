@@ -38,7 +38,7 @@ class ProxyTest : public ::testing::Test {
   double metricReaching(const std::string& name, const std::string& labels, double expected);
   int mockConnections(const Mock& m);
 
-  static inline Mock fast_a, fast_b, slow, resetting, sluggish;
+  static inline Mock fast_a, fast_b, slow, resetting, sluggish, limited;
   static inline std::string bin_dir;
   TempDir dir;
   std::unique_ptr<Process> proxy;

@@ -234,6 +234,24 @@ TEST_F(ProxyTest, OutlierDetectionEjectsAFailingEndpoint) {
   EXPECT_EQ(metric("infermesh_upstream_ejections_total"), 1);
 }
 
+TEST_F(ProxyTest, RateLimitedEndpointRestsForRetryAfter) {
+  startProxy(baseConfig());
+  // One endpoint answers 429 with retry-after: 30. The client sees that
+  // 429 (fallbacks are not built yet), but the endpoint then rests and
+  // every later request goes to the other one.
+  int limited_answers = 0;
+  for (int i = 0; i < 12; ++i) {
+    auto r = chat("limited-model");
+    if (r.status == 429) {
+      ++limited_answers;
+      EXPECT_EQ(r.headers["retry-after"], "30");
+    } else {
+      EXPECT_EQ(r.status, 200);
+    }
+  }
+  EXPECT_LE(limited_answers, 1);
+}
+
 TEST_F(ProxyTest, LeastRequestAvoidsABusyEndpoint) {
   startProxy(baseConfig());
   // Park one request on the endpoint that takes 3 s (retry until one lands
