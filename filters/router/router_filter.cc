@@ -69,7 +69,12 @@ class RouterFilter final : public filter::StreamFilter {
   }
 
  private:
-  enum class Outcome { Done, ConnectFailed, StaleConnection };
+  enum class Outcome {
+    Done,             // the client has its answer (or is gone)
+    ConnectFailed,    // this endpoint could not be reached
+    StaleConnection,  // a pooled connection turned out closed
+    Fallback,         // failed in a way the next fallback takes over
+  };
 
   // The connection cancelled the exchange because the client went away.
   static bool clientLeft(const StreamContext& ctx) { return ctx.error_source == filter::ErrorSource::Downstream; }
@@ -193,14 +198,38 @@ class RouterFilter final : public filter::StreamFilter {
       proxy::DownstreamStream& ds;
       ~Finish() { ds.finish(); }
     } finish{*ctx.downstream};
-    const auto& model = *ctx.target_model;
     const auto& route = *ctx.route;
     if (route.request_timeout.count() > 0) deadline_ = ctx.start + route.request_timeout;
     buildRequest(ctx);
+    // The route's model, then its fallbacks in order: a failure that the
+    // next fallback names moves on to it, as long as nothing has been sent
+    // to the client yet.
+    for (std::size_t next = 0;; ++next) {
+      next_fallback_ = next < route.fallbacks.size() ? &route.fallbacks[next] : nullptr;
+      const Outcome o = co_await tryModel(ctx, *ctx.target_model);
+      if (o == Outcome::Done) co_return;
+      if (o == Outcome::ConnectFailed && !(next_fallback_ && next_fallback_->on_connect_failure)) {
+        ctx.error_source = filter::ErrorSource::Upstream;
+        ctx.sendLocalReply(503, "no endpoint of model `" + ctx.target_model->name + "` could be reached",
+                           "upstream_error", "upstream_unavailable");
+        co_await ctx.downstream->sendLocalReply();
+        co_return;
+      }
+      ++ctx.worker->stats().upstream_fallbacks;
+      spdlog::debug("fallback from model {} to {}", ctx.target_model->name, next_fallback_->model->name);
+      ctx.target_model = next_fallback_->model;
+      ctx.error_source = filter::ErrorSource::None;
+      ctx.local_reply.reset();
+      ModelExtractor::rewriteModel(body_, ctx.target_model->upstream_model);
+      head_.clear();
+      buildRequest(ctx);
+    }
+  }
 
-    // The model's load balancer picks the endpoint; a connection that cannot
-    // be made is retried once on another one. Every attempt's outcome feeds
-    // outlier detection.
+  // One model: its load balancer picks the endpoint; a connection that
+  // cannot be made is retried once on another one. Every attempt's outcome
+  // feeds outlier detection.
+  awaitable<Outcome> tryModel(StreamContext& ctx, const config::ModelConfig& model) {
     auto& worker = *ctx.worker;
     std::vector<bool> tried(model.endpoints.size(), false);
     const std::size_t attempts = std::min<std::size_t>(model.endpoints.size(), 2);
@@ -216,31 +245,32 @@ class RouterFilter final : public filter::StreamFilter {
       // Load is tracked only where there is a choice to make.
       const bool balance = model.endpoints.size() > 1;
       if (balance) ++worker.endpointStates().get(ep.key).outstanding;
+      upstream_status_ = 0;
       Outcome o = co_await exchange(ctx, ep, /*pooled=*/true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
       if (o == Outcome::StaleConnection) o = co_await exchange(ctx, ep, /*pooled=*/false);
       if (balance) --worker.endpointStates().get(ep.key).outstanding;
-      const bool ok = o == Outcome::Done && ctx.error_source != filter::ErrorSource::Upstream &&
-                      ctx.response_status < 500;
-      if (o == Outcome::Done && clientLeft(ctx)) co_return;  // says nothing about the endpoint
+      if (o == Outcome::Done && clientLeft(ctx)) co_return o;  // says nothing about the endpoint
+      const bool ok = o != Outcome::ConnectFailed && ctx.error_source != filter::ErrorSource::Upstream &&
+                      upstream_status_ < 500;
       if (balance && upstream::recordOutcome(model, worker.endpointStates(), static_cast<std::size_t>(picked), ok,
                                              upstream::Clock::now())) {
         ++worker.stats().upstream_ejections;
         spdlog::warn("outlier detection: ejecting {} of model {}", ep.address, model.name);
       }
-      if (o == Outcome::Done) co_return;
+      if (o == Outcome::Done || o == Outcome::Fallback) co_return o;
     }
-    ctx.error_source = filter::ErrorSource::Upstream;
-    ctx.sendLocalReply(503, "no endpoint of model `" + model.name + "` could be reached", "upstream_error",
-                       "upstream_unavailable");
-    co_await ctx.downstream->sendLocalReply();
+    co_return Outcome::ConnectFailed;
   }
 
   awaitable<Outcome> failBeforeResponse(StreamContext& ctx, UpstreamError e, unsigned status, std::string message,
                                         const char* code) {
     ctx.worker->stats().count(e);
-    ctx.error_source = filter::ErrorSource::Upstream;
+    ctx.error_source = filter::ErrorSource::Upstream;  // also marks the endpoint as failed
+    if (next_fallback_ && ((e == UpstreamError::Timeout && next_fallback_->on_timeout) ||
+                           (e != UpstreamError::Timeout && next_fallback_->on_5xx)))
+      co_return Outcome::Fallback;
     ctx.sendLocalReply(status, std::move(message), "upstream_error", code);
     co_await ctx.downstream->sendLocalReply();
     co_return Outcome::Done;
@@ -322,7 +352,14 @@ class RouterFilter final : public filter::StreamFilter {
     }
 
     const auto& res = parser.get();
-    if (res.result_int() == 429 && ctx.target_model->endpoints.size() > 1) coolDown(worker, ep, res[http::field::retry_after]);
+    upstream_status_ = res.result_int();
+    if (upstream_status_ == 429 && ctx.target_model->endpoints.size() > 1)
+      coolDown(worker, ep, res[http::field::retry_after]);
+    // Nothing has reached the client yet: a failure the next fallback takes
+    // over is not forwarded (the connection is dropped, not drained).
+    if (next_fallback_ && ((upstream_status_ == 429 && next_fallback_->on_429) ||
+                           (upstream_status_ >= 500 && next_fallback_->on_5xx)))
+      co_return Outcome::Fallback;
     filter::ResponseHead head;
     head.status = res.result_int();
     head.reason.assign(res.reason());
@@ -385,6 +422,8 @@ class RouterFilter final : public filter::StreamFilter {
   std::string body_;
   std::string head_;
   std::size_t host_at_ = 0;
+  const config::FallbackConfig* next_fallback_ = nullptr;
+  unsigned upstream_status_ = 0;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point first_token_at_ = Clock::time_point::max();
 };

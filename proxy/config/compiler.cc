@@ -305,6 +305,25 @@ class Compiler {
       rc.idle_timeout = toMillis(t.idle());
       if (rc.idle_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.idle", "must be > 0"));
     }
+    for (int i = 0; i < spec.fallbacks_size(); ++i) {
+      const auto& f = spec.fallbacks(i);
+      const std::string path = "spec.fallbacks[" + std::to_string(i) + "]";
+      FallbackConfig fc;
+      fc.model = snap.findModel(f.model());
+      if (fc.model == nullptr) dangling(rt.error(path + ".model", "model \"" + f.model() + "\" is not defined"));
+      if (f.on().empty()) errors_.push_back(rt.error(path + ".on", "name at least one trigger"));
+      for (int k = 0; k < f.on_size(); ++k) {
+        const std::string& on = f.on(k);
+        if (on == "connect_failure") fc.on_connect_failure = true;
+        else if (on == "429") fc.on_429 = true;
+        else if (on == "5xx") fc.on_5xx = true;
+        else if (on == "timeout") fc.on_timeout = true;
+        else
+          errors_.push_back(rt.error(path + ".on[" + std::to_string(k) + "]",
+                                     "unknown trigger \"" + on + "\" (connect_failure, 429, 5xx, timeout)"));
+      }
+      rc.fallbacks.push_back(fc);
+    }
     if (t.has_first_token()) {
       rc.first_token_timeout = toMillis(t.first_token());
       if (rc.first_token_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.firstToken", "must be > 0"));

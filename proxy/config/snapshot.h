@@ -51,6 +51,14 @@ struct HeaderMatch {
   std::string value;  // empty: present with any value
 };
 
+struct FallbackConfig {
+  const ModelConfig* model = nullptr;
+  bool on_connect_failure = false;
+  bool on_429 = false;
+  bool on_5xx = false;
+  bool on_timeout = false;
+};
+
 struct RouteConfig {
   std::string name;
   std::vector<std::uint32_t> listeners;  // empty: all
@@ -62,6 +70,7 @@ struct RouteConfig {
   std::chrono::milliseconds request_timeout{0};  // 0: none
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds first_token_timeout{0};  // 0: none
+  std::vector<FallbackConfig> fallbacks;
   std::uint32_t stats_id = 0;
   // Whether matching needs the model name from the body (decided at compile
   // time so the router only buffers bodies when it must).

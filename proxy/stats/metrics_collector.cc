@@ -89,6 +89,8 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
          MetricType::Counter, static_cast<double>(total.upstream_connections_reused));
   simple("infermesh_upstream_retries_total", "Attempts on another endpoint after a connect failure.",
          MetricType::Counter, static_cast<double>(total.upstream_retries));
+  simple("infermesh_upstream_fallbacks_total", "Requests moved on to a route's fallback model.", MetricType::Counter,
+         static_cast<double>(total.upstream_fallbacks));
   simple("infermesh_upstream_ejections_total", "Endpoints taken out by outlier detection.", MetricType::Counter,
          static_cast<double>(total.upstream_ejections));
   simple("infermesh_streams_aborted_total", "Responses that failed after they had started (client sees an error).",

@@ -14,6 +14,7 @@ void WorkerStats::merge(const WorkerStats& o) {
   upstream_connections_reused += o.upstream_connections_reused;
   upstream_retries += o.upstream_retries;
   upstream_ejections += o.upstream_ejections;
+  upstream_fallbacks += o.upstream_fallbacks;
   streams_aborted += o.streams_aborted;
   downstream_disconnects += o.downstream_disconnects;
   downstream_connections_active += o.downstream_connections_active;

@@ -61,6 +61,7 @@ struct WorkerStats {
   std::uint64_t upstream_connections_reused = 0;
   std::uint64_t upstream_retries = 0;
   std::uint64_t upstream_ejections = 0;  // outlier detection took an endpoint out
+  std::uint64_t upstream_fallbacks = 0;  // moved on to a route's fallback model
   std::uint64_t streams_aborted = 0;  // response started, then failed
   std::uint64_t downstream_disconnects = 0;  // client left before its response ended
   std::int64_t downstream_connections_active = 0;

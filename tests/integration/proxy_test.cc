@@ -252,6 +252,37 @@ TEST_F(ProxyTest, RateLimitedEndpointRestsForRetryAfter) {
   EXPECT_LE(limited_answers, 1);
 }
 
+TEST_F(ProxyTest, FallbacksTakeOverOnTheirTriggers) {
+  startProxy(baseConfig());
+  auto via = [&](const std::string& which) {
+    return httpRequest(port, "POST", "/v1/chat/completions", chatBody("chat-model", false),
+                       {{"x-test-fallback", which}});
+  };
+  // 429 from the route's model: the fallback answers, with its own name in
+  // the forwarded body.
+  auto r = via("429");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.headers["x-mock-server"], "limited");
+  EXPECT_NE(r.body.find("\"model\":\"chat-model\""), std::string::npos);
+  // No endpoint reachable: the fallback answers.
+  EXPECT_EQ(via("dead").status, 200);
+  // No first token in time: the fallback answers, well before the 3 s.
+  const auto start = Clock::now();
+  r = via("slow");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_LT(Clock::now() - start, 2000ms);
+  // The forwarded body named the fallback (not sluggish-model, the first
+  // model's upstream name).
+  EXPECT_NE(r.body.find("\"model\":\"chat-model\""), std::string::npos) << r.body;
+  // A failure the fallback does not name goes to the client as it is.
+  r = via("5xx-only");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.headers["retry-after"], "30");
+  EXPECT_EQ(metric("infermesh_upstream_fallbacks_total"), 3);
+  EXPECT_EQ(metricReaching("infermesh_http_requests_total", "route=\"fallback-429\",model=\"chat-model\",status_class=\"2xx\"", 1),
+            1);
+}
+
 TEST_F(ProxyTest, LeastRequestAvoidsABusyEndpoint) {
   startProxy(baseConfig());
   // Park one request on the endpoint that takes 3 s (retry until one lands
