@@ -37,10 +37,8 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // Names listed in a Connection header are hop-by-hop for this message too.
-bool namedInConnection(const filter::HeaderList& headers, std::string_view name) {
-  auto conn = headers.get("connection");
-  if (!conn) return false;
-  std::string_view v = *conn;
+bool namedInConnection(std::string_view connection, std::string_view name) {
+  std::string_view v = connection;
   while (!v.empty()) {
     auto comma = v.find(',');
     std::string_view token = v.substr(0, comma);
@@ -161,10 +159,11 @@ class RouterFilter final : public filter::StreamFilter {
     h += ctx.request.target;
     h += " HTTP/1.1\r\n";
     std::string_view forwarded_for;
+    const std::string_view connection = ctx.request.headers.get("connection").value_or("");
     for (const auto& [name, value] : ctx.request.headers.fields()) {
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "host") ||
           filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
-          filter::equalsIgnoreCase(name, "x-request-id") || namedInConnection(ctx.request.headers, name))
+          filter::equalsIgnoreCase(name, "x-request-id") || (!connection.empty() && namedInConnection(connection, name)))
         continue;
       if (filter::equalsIgnoreCase(name, "x-forwarded-for")) {
         forwarded_for = value;

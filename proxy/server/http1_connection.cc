@@ -288,7 +288,6 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
   }
   if (!response_complete_) keep_alive_ = false;
 
-  ctx.response_status = ctx.response_status ? ctx.response_status : 0;
   fm.log();
   auto& st = worker_.stats();
   st.countRequest(ctx.route ? ctx.route->stats_id : 0, ctx.target_model ? ctx.target_model->stats_id : 0,

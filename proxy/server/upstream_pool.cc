@@ -35,10 +35,4 @@ void UpstreamPool::put(std::uint64_t key, std::unique_ptr<UpstreamConnection> co
   list.push_back(std::move(conn));
 }
 
-std::size_t UpstreamPool::idleCount() const {
-  std::size_t n = 0;
-  for (const auto& [k, list] : idle_) n += list.size();
-  return n;
-}
-
 }  // namespace infermesh::proxy

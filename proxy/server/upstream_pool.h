@@ -30,7 +30,6 @@ class UpstreamPool {
   // (seen with a non-blocking peek) or that idled too long are dropped.
   std::unique_ptr<UpstreamConnection> take(std::uint64_t key);
   void put(std::uint64_t key, std::unique_ptr<UpstreamConnection> conn);
-  std::size_t idleCount() const;
   void clear() { idle_.clear(); }
 
  private:

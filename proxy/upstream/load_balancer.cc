@@ -9,17 +9,26 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
   const std::size_t n = model.endpoints.size();
   if (n == 1) return tried[0] ? -1 : 0;  // nothing to choose
   // Eligible: not tried on this request and not ejected. If ejection leaves
-  // nothing, fall back to any untried endpoint: better a doubtful endpoint
-  // than a certain 503.
-  std::vector<std::size_t> eligible;
-  eligible.reserve(n);
-  for (std::size_t i = 0; i < n; ++i)
-    if (!tried[i] && states.get(model.endpoints[i].key).ejected_until <= now) eligible.push_back(i);
-  if (eligible.empty())
+  // nothing, any untried endpoint is: better a doubtful endpoint than a
+  // certain 503. Scans instead of a list: no allocation per request.
+  bool skip_ejected = true;
+  auto eligible = [&](std::size_t i) {
+    return !tried[i] && (!skip_ejected || states.get(model.endpoints[i].key).ejected_until <= now);
+  };
+  std::size_t count = 0;
+  for (std::size_t i = 0; i < n; ++i) count += eligible(i);
+  if (count == 0) {
+    skip_ejected = false;
+    for (std::size_t i = 0; i < n; ++i) count += eligible(i);
+  }
+  if (count == 0) return -1;
+  // The eligible endpoint of the given rank (0-based) in endpoint order.
+  auto nth = [&](std::size_t rank) {
     for (std::size_t i = 0; i < n; ++i)
-      if (!tried[i]) eligible.push_back(i);
-  if (eligible.empty()) return -1;
-  if (eligible.size() == 1) return static_cast<int>(eligible[0]);
+      if (eligible(i) && rank-- == 0) return i;
+    return n;  // not reached: rank < count
+  };
+  if (count == 1) return static_cast<int>(nth(0));
 
   if (model.lb_policy == config::LbPolicy::RoundRobin) {
     // Weighted: the counter walks the weight line; the first eligible
@@ -30,19 +39,18 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
       if (point < model.endpoints[start].weight) break;
       point -= model.endpoints[start].weight;
     }
-    for (std::size_t k = 0; k < n; ++k) {
-      const std::size_t i = (start + k) % n;
-      if (std::find(eligible.begin(), eligible.end(), i) != eligible.end()) return static_cast<int>(i);
-    }
-    return static_cast<int>(eligible[0]);
+    for (std::size_t k = 0; k < n; ++k)
+      if (eligible((start + k) % n)) return static_cast<int>((start + k) % n);
+    return static_cast<int>(nth(0));
   }
 
   // Least request, power of two choices: two distinct random candidates,
   // the one with fewer requests in flight per unit of weight wins.
-  std::uniform_int_distribution<std::size_t> dist(0, eligible.size() - 1);
-  const std::size_t a = eligible[dist(rng)];
-  std::size_t b = eligible[dist(rng)];
-  if (b == a) b = eligible[(std::find(eligible.begin(), eligible.end(), a) - eligible.begin() + 1) % eligible.size()];
+  std::uniform_int_distribution<std::size_t> first(0, count - 1), second(0, count - 2);
+  const std::size_t ra = first(rng);
+  std::size_t rb = second(rng);
+  if (rb >= ra) ++rb;
+  const std::size_t a = nth(ra), b = nth(rb);
   const auto load = [&](std::size_t i) {
     return static_cast<double>(states.get(model.endpoints[i].key).outstanding) / model.endpoints[i].weight;
   };

@@ -184,13 +184,11 @@ TEST_F(ControlPlaneTest, ProxiesRideOutTheControlPlaneAndServeFromCache) {
   EXPECT_EQ(status(sidecar, "chat-model"), 200);
 
   // A proxy restarted meanwhile serves its cache and says so.
-  const int old_port = sidecar.port;
   sidecar.process.reset();
   Proxy restarted = startMeshProxy("sidecar-1", "sidecar", "outbound");
   EXPECT_EQ(status(restarted, "chat-model"), 200);
   EXPECT_EQ(scrape(restarted.admin, "infermesh_config_from_cache"), 1);
   EXPECT_NE(httpGetBody(restarted.admin, "/ready").find("from the cache"), std::string::npos);
-  (void)old_port;
 
   // The control plane comes back on the same address with an edit made
   // while it was down: the proxy reconnects and converges.
