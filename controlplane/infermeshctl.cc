@@ -153,15 +153,37 @@ int explain(const std::string& dir, const std::string& model, const std::string&
     std::printf("  route %-24s %s\n", route.name.c_str(), why_not.empty() ? "MATCHES" : "no:");
     for (const auto& w : why_not) std::printf("      - %s\n", w.c_str());
     if (!why_not.empty()) continue;
+    if (!route.split.empty()) {
+      std::printf("\nresult: route %s -> weighted split:\n", route.name.c_str());
+      for (const auto& w : route.split)
+        std::printf("  %-24s weight %u (%.1f%%)\n", w.model->name.c_str(), w.weight, 100.0 * w.weight / route.split_total);
+    }
     const config::ModelConfig* target = route.target ? route.target : named;
-    if (target == nullptr) {
+    if (model == "auto") {
+      static const char* kObjective[] = {"cheapest", "fastest", "preference"};
+      std::printf("\nresult: route %s -> the %s model with capability \"%s\" (x-infermesh-capability overrides)\n",
+                  route.name.c_str(), kObjective[static_cast<int>(route.auto_select.objective)],
+                  route.auto_select.capability.c_str());
+      return 0;
+    }
+    if (route.split.empty() && target == nullptr) {
       std::printf("\nresult: 404 model_not_found (the route forwards to the body's model, which is unknown)\n");
       return 0;
     }
+    for (const auto& m : route.mirrors)
+      std::printf("mirror: %.1f%% of requests copied to %s (responses discarded)\n", m.percent, m.model->name.c_str());
+    for (const auto& f : route.fallbacks) std::printf("fallback: %s\n", f.model->name.c_str());
+    if (!route.residency.empty()) {
+      std::printf("residency: only endpoints in");
+      for (const auto& r : route.residency) std::printf(" %s", r.c_str());
+      std::printf("\n");
+    }
+    if (target == nullptr) return 0;
+    static const char* kPolicy[] = {"least request", "weighted round robin", "ewma", "consistent hash", "load aware"};
     std::printf("\nresult: route %s -> model %s (sent upstream as \"%s\")\n", route.name.c_str(), target->name.c_str(),
                 target->upstream_model.c_str());
-    std::printf("endpoints (%s; a failed connection is retried on another; ejected ones are skipped):\n",
-                target->lb_policy == config::LbPolicy::RoundRobin ? "weighted round robin" : "least request");
+    std::printf("endpoints (%s; ejected, resting or unhealthy ones are skipped):\n",
+                kPolicy[static_cast<int>(target->lb.policy)]);
     for (const auto& ep : target->endpoints)
       std::printf("  %s (%s:%u)%s%s\n", ep.address.c_str(), ep.ip.c_str(), ep.port,
                   ep.region.empty() ? "" : (" region=" + ep.region).c_str(), ep.zone.empty() ? "" : (" zone=" + ep.zone).c_str());

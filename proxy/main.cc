@@ -30,6 +30,8 @@ void usage() {
                "  --node-id        this proxy's id for the control plane (default: hostname)\n"
                "  --node-labels    labels that select this node's listeners and routes (role=sidecar,...)\n"
                "  --config-cache   where the last accepted config is kept, and served from at start\n"
+               "  --region, --zone where this proxy runs, for locality-aware balancing (default: the\n"
+               "                   node labels topology.kubernetes.io/region and /zone)\n"
                "                   while the control plane cannot be reached\n");
 }
 
@@ -56,6 +58,8 @@ int main(int argc, char** argv) {
       else if (a == "--node-id") options.node_id = value();
       else if (a == "--node-labels") options.node_labels = value();
       else if (a == "--config-cache") options.config_cache = value();
+      else if (a == "--region") options.region = value();
+      else if (a == "--zone") options.zone = value();
       else if (a == "--drain-timeout") options.drain_timeout = std::chrono::milliseconds(static_cast<long>(std::stod(value()) * 1000));
       else if (a == "-h" || a == "--help") {
         usage();

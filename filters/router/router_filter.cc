@@ -5,6 +5,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http.hpp>
 
 #include <spdlog/spdlog.h>
@@ -13,12 +14,15 @@
 #include <array>
 #include <charconv>
 
+#include "filters/router/mirror.h"
 #include "filters/router/model_extractor.h"
+#include "filters/router/model_selector.h"
 #include "filters/router/route_matcher.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/worker.h"
+#include "proxy/upstream/health_checker.h"
 #include "proxy/upstream/load_balancer.h"
 
 namespace infermesh::router {
@@ -51,6 +55,21 @@ bool namedInConnection(std::string_view connection, std::string_view name) {
   return false;
 }
 
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" || method == "DELETE";
+}
+
+// Seconds until `t`, rounded up, at least 1: a Retry-After value.
+std::string secondsUntil(Clock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count();
+  return std::to_string(std::max<long long>(1, (ms + 999) / 1000));
+}
+
+// A failure before anything reached the client. Retries and fallbacks name
+// these kinds; what the client gets if neither takes it is in the
+// LocalFailure (or, for an upstream status, the upstream response itself).
+enum class Failure { None, ConnectFailure, NoEndpoint, Reset, Timeout, Status5xx, Status429, ContextLength, Overload };
+
 class RouterFilter final : public filter::StreamFilter {
  public:
   FilterStatus onRequestHeaders(StreamContext& ctx, bool end_stream) override {
@@ -69,9 +88,17 @@ class RouterFilter final : public filter::StreamFilter {
  private:
   enum class Outcome {
     Done,             // the client has its answer (or is gone)
-    ConnectFailed,    // this endpoint could not be reached
+    Retry,            // failed; another endpoint of the same model takes it
+    Fallback,         // failed; the route's next fallback takes it
+    Failed,           // failed; answer the client with failure_
     StaleConnection,  // a pooled connection turned out closed
-    Fallback,         // failed in a way the next fallback takes over
+  };
+
+  struct LocalFailure {
+    unsigned status = 0;
+    std::string message;
+    const char* code = "";
+    std::string retry_after;  // empty: none
   };
 
   // The connection cancelled the exchange because the client went away.
@@ -100,8 +127,36 @@ class RouterFilter final : public filter::StreamFilter {
                         (ctx.model.empty() ? "" : " with model \"" + ctx.model + "\""),
                     "invalid_request_error", "no_route");
     ctx.route = route;
-    const config::ModelConfig* target = route->target;
-    if (target == nullptr) {
+    if (auto regions = ctx.request.headers.get("x-infermesh-regions")) request_regions_ = parseRegionList(*regions);
+    const auto capability = ctx.request.headers.get("x-infermesh-capability");
+    const config::ModelConfig* target = nullptr;
+    if (ctx.model == "auto" || capability) {
+      // Modelless: the route's objective picks among capable models.
+      auto& worker = *ctx.worker;
+      AutoRequest req;
+      req.capability = capability ? *capability : std::string_view(route->auto_select.capability);
+      req.prompt_tokens = promptTokenEstimate();
+      req.allowed_regions = &route->residency;
+      req.request_regions = &request_regions_;
+      req.observed_ttft = [&worker](const config::ModelConfig& m) {
+        return upstream::currentEwma(worker.modelLatency(m.stats_id), upstream::Clock::now());
+      };
+      req.available = [&worker](const config::ModelConfig& m) {
+        const auto now = upstream::Clock::now();
+        for (const auto& ep : m.endpoints)
+          if (worker.endpointStates().get(ep.key).available(now)) return true;
+        return false;
+      };
+      target = selectModel(*ctx.snapshot, *route, req);
+      if (target == nullptr)
+        return reject(ctx, DownstreamError::UnknownModel, 404,
+                      "no model with capability \"" + std::string(req.capability) + "\" may serve this request",
+                      "invalid_request_error", "no_capable_model");
+    } else if (!route->split.empty()) {
+      target = pickSplit(*route, static_cast<std::uint32_t>(ctx.worker->rng()() % route->split_total));
+    } else if (route->target != nullptr) {
+      target = route->target;
+    } else {
       if (ctx.model.empty())
         return reject(ctx, DownstreamError::MissingModel, 400, "request body must name a \"model\"",
                       "invalid_request_error", "missing_model");
@@ -117,6 +172,10 @@ class RouterFilter final : public filter::StreamFilter {
     asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
   }
 
+  // About four bytes of JSON per token: errs high, which is the safe side
+  // for skipping models whose context window is too small.
+  std::uint64_t promptTokenEstimate() const { return body_.size() / 4; }
+
   // Remaining time under the route's overall deadline, capped by `limit`.
   Clock::duration budget(Clock::duration limit) const {
     return deadline_ == Clock::time_point::max() ? limit : std::min(limit, deadline_ - Clock::now());
@@ -129,16 +188,18 @@ class RouterFilter final : public filter::StreamFilter {
     return b;
   }
   bool firstTokenLate() const { return first_token_at_ != Clock::time_point::max() && Clock::now() >= first_token_at_; }
+  bool pastDeadline() const { return deadline_ != Clock::time_point::max() && Clock::now() >= deadline_; }
 
   // A 429 with Retry-After (seconds) rests the endpoint that long: the load
   // balancer sends other requests elsewhere meanwhile (capped at 5 minutes).
+  // When all of a model's endpoints rest, the model does.
   static void coolDown(proxy::Worker& worker, const config::EndpointConfig& ep, std::string_view retry_after) {
     unsigned seconds = 0;
     auto [p, ec] = std::from_chars(retry_after.data(), retry_after.data() + retry_after.size(), seconds);
     if (ec != std::errc() || seconds == 0) return;
     auto& health = worker.endpointStates().get(ep.key);
-    health.ejected_until =
-        std::max(health.ejected_until, upstream::Clock::now() + std::chrono::seconds(std::min(seconds, 300u)));
+    health.cooldown_until =
+        std::max(health.cooldown_until, upstream::Clock::now() + std::chrono::seconds(std::min(seconds, 300u)));
   }
 
   // An SSE client cannot see a status after the stream started; it gets an
@@ -153,6 +214,7 @@ class RouterFilter final : public filter::StreamFilter {
   // string plus the body make a single gather write.
   void buildRequest(const StreamContext& ctx) {
     std::string& h = head_;
+    h.clear();
     h.reserve(512);
     h += ctx.request.method;
     h += ' ';
@@ -192,107 +254,342 @@ class RouterFilter final : public filter::StreamFilter {
     host_at_ = h.size();
   }
 
+  // Shadow copies: each mirror takes its share of requests, with its own
+  // copy of head and body, and runs detached from this stream.
+  void sendMirrors(StreamContext& ctx) {
+    auto& worker = *ctx.worker;
+    for (const auto& m : ctx.route->mirrors) {
+      if (std::uniform_real_distribution<double>(0, 100)(worker.rng()) >= m.percent) continue;
+      std::string body = body_;
+      if (!body.empty()) ModelExtractor::rewriteModel(body, m.model->upstream_model);
+      std::string head = head_.substr(0, host_at_ - 6);  // up to "host: "
+      head += "content-length: " + std::to_string(body.size()) + "\r\n";
+      head += "x-infermesh-shadow: 1\r\nhost: ";
+      // content-length was in head_ already when the body is not empty;
+      // drop that one (it named the primary body's size).
+      if (auto at = head.find("content-length: "); at != head.rfind("content-length: ")) {
+        head.erase(at, head.find("\r\n", at) + 2 - at);
+      }
+      spawnMirror(worker, ctx.snapshot, *m.model, std::move(head), std::move(body),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(ctx.route->idle_timeout));
+    }
+  }
+
   awaitable<void> forward(StreamContext& ctx) {
     struct Finish {
       proxy::DownstreamStream& ds;
       ~Finish() { ds.finish(); }
     } finish{*ctx.downstream};
     const auto& route = *ctx.route;
+    auto& load = ctx.worker->routeLoad(route.stats_id);
+    ++load.requests;
+    struct Unload {
+      proxy::Worker::RouteLoad& load;
+      ~Unload() { --load.requests; }
+    } unload{load};
     if (route.request_timeout.count() > 0) deadline_ = ctx.start + route.request_timeout;
     buildRequest(ctx);
+    if (!route.mirrors.empty()) sendMirrors(ctx);
     // The route's model, then its fallbacks in order: a failure that the
     // next fallback names moves on to it, as long as nothing has been sent
     // to the client yet.
     for (std::size_t next = 0;; ++next) {
       next_fallback_ = next < route.fallbacks.size() ? &route.fallbacks[next] : nullptr;
-      const Outcome o = co_await tryModel(ctx, *ctx.target_model);
+      const auto& model = *ctx.target_model;
+      Outcome o;
+      if (next_fallback_ && next_fallback_->on_context_length && model.context_window != 0 &&
+          promptTokenEstimate() > model.context_window) {
+        o = Outcome::Fallback;  // would not fit: do not even ask
+      } else {
+        o = co_await tryModel(ctx, model);
+      }
       if (o == Outcome::Done) co_return;
-      if (o == Outcome::ConnectFailed && !(next_fallback_ && next_fallback_->on_connect_failure)) {
+      if (o != Outcome::Fallback) {
         ctx.error_source = filter::ErrorSource::Upstream;
-        ctx.sendLocalReply(503, "no endpoint of model `" + ctx.target_model->name + "` could be reached",
-                           "upstream_error", "upstream_unavailable");
+        ctx.sendLocalReply(failure_.status, std::move(failure_.message), "upstream_error", failure_.code);
+        if (!failure_.retry_after.empty()) ctx.local_reply->extra_headers.emplace_back("retry-after", failure_.retry_after);
+        ctx.local_reply->extra_headers.emplace_back("x-infermesh-model", model.name);
         co_await ctx.downstream->sendLocalReply();
         co_return;
       }
       ++ctx.worker->stats().upstream_fallbacks;
-      spdlog::debug("fallback from model {} to {}", ctx.target_model->name, next_fallback_->model->name);
+      spdlog::debug("fallback from model {} to {}", model.name, next_fallback_->model->name);
       ctx.target_model = next_fallback_->model;
       ctx.error_source = filter::ErrorSource::None;
       ctx.local_reply.reset();
       ModelExtractor::rewriteModel(body_, ctx.target_model->upstream_model);
-      head_.clear();
       buildRequest(ctx);
     }
   }
 
-  // One model: its load balancer picks the endpoint; a connection that
-  // cannot be made is retried once on another one. Every attempt's outcome
-  // feeds outlier detection.
+  // What happens after a failure before anything reached the client: a
+  // retry on another endpoint of this model (within the retry budget, and
+  // for a request that may have reached the model only when that is safe),
+  // else the next fallback if it names the failure, else the client is told.
+  Outcome decide(StreamContext& ctx, const config::ModelConfig& model, Failure f, bool reached_model) {
+    const auto& r = ctx.route->retry;
+    const bool wanted = (f == Failure::ConnectFailure && r.on_connect_failure) ||
+                        (f == Failure::Reset && (r.on_reset || r.on_5xx)) ||
+                        (f == Failure::Timeout && r.on_timeout) || (f == Failure::Status5xx && r.on_5xx) ||
+                        (f == Failure::Status429 && r.on_429);
+    if (wanted && retries_left_ > 0 && (!reached_model || idempotent(ctx.request.method) || r.retry_non_idempotent) &&
+        untriedEndpoint(model) && !pastDeadline()) {
+      const auto& load = ctx.worker->routeLoad(ctx.route->stats_id);
+      const std::uint32_t allowed = std::max<std::uint32_t>(r.min_concurrency, load.requests * r.budget_percent / 100);
+      if (load.retries < allowed) return Outcome::Retry;
+      ctx.worker->stats().count(stats::ShedReason::RetryBudget);
+    }
+    if (const auto* fb = next_fallback_;
+        fb && ((f == Failure::ConnectFailure && fb->on_connect_failure) ||
+               (f == Failure::NoEndpoint && fb->on_connect_failure) ||
+               ((f == Failure::Reset || f == Failure::Status5xx) && fb->on_5xx) ||
+               (f == Failure::Timeout && fb->on_timeout) || (f == Failure::Status429 && fb->on_429) ||
+               (f == Failure::ContextLength && fb->on_context_length) || (f == Failure::Overload && fb->on_5xx)))
+      return Outcome::Fallback;
+    return Outcome::Failed;
+  }
+
+  bool untriedEndpoint(const config::ModelConfig& model) const {
+    const upstream::PickRequest pick = pickRequest(0);
+    for (std::size_t i = 0; i < model.endpoints.size(); ++i)
+      if (!tried_[i] && upstream::regionAllowed(model.endpoints[i], pick)) return true;
+    return false;
+  }
+
+  upstream::PickRequest pickRequest(std::uint64_t hash) const {
+    return upstream::PickRequest{tried_, upstream::Clock::now(), hash, &ctx_route_->residency, &request_regions_, self_};
+  }
+
+  // The consistent-hash key: the configured header, else a prefix of the
+  // prompt (the part a KV cache can reuse).
+  std::uint64_t hashFor(const StreamContext& ctx, const config::ModelConfig& model) const {
+    if (!model.lb.hash_header.empty())
+      if (auto v = ctx.request.headers.get(model.lb.hash_header)) return upstream::hashKey(*v);
+    std::string_view b = body_;
+    for (std::string_view key : {"\"messages\"", "\"prompt\"", "\"input\""})
+      if (auto at = b.find(key); at != std::string_view::npos) {
+        b = b.substr(at);
+        break;
+      }
+    return upstream::hashKey(b.substr(0, model.lb.hash_prompt_prefix_bytes));
+  }
+
+  // Waits on a waiter until the gate wakes it, the deadline passes or the
+  // client leaves. Returns true when granted.
+  awaitable<bool> waitFor(StreamContext& ctx, upstream::Waiter& w, Clock::duration limit) {
+    asio::steady_timer timer(ctx.worker->io());
+    w.wake = [&timer] { timer.cancel(); };
+    timer.expires_after(budget(limit));
+    ctx.on_downstream_gone = [&timer] { timer.cancel(); };
+    ++ctx.worker->stats().requests_queued;
+    co_await timer.async_wait(kTuple);
+    --ctx.worker->stats().requests_queued;
+    ctx.on_downstream_gone = nullptr;
+    co_return w.granted;
+  }
+
+  Outcome fail(unsigned status, std::string message, const char* code, std::string retry_after = {}) {
+    failure_ = LocalFailure{status, std::move(message), code, std::move(retry_after)};
+    return Outcome::Failed;
+  }
+
+  // Admission to a model: a cold model holds the request until an endpoint
+  // passes its health check; circuit breakers shed or queue by priority.
+  // Returns Done when the client left while waiting.
+  awaitable<Outcome> admit(StreamContext& ctx, const config::ModelConfig& model, upstream::ModelGate& gate) {
+    auto& worker = *ctx.worker;
+    auto& stats = worker.stats();
+    const unsigned workers = worker.workerCount();
+    if (model.activation.enabled()) {
+      bool ready = false;
+      for (const auto& ep : model.endpoints)
+        ready = ready || worker.endpointStates().get(ep.key).active == upstream::ActiveHealth::Healthy;
+      if (!ready) {
+        upstream::Waiter w;
+        w.priority = ctx.route->priority;
+        if (!gate.waitForActivation(w, upstream::workerShare(model.activation.max_queued, workers))) {
+          stats.count(stats::ShedReason::ColdQueueFull);
+          co_return fail(503, "model `" + model.name + "` is starting and its queue is full",
+                         "model_cold", "5");
+        }
+        if (worker.healthChecker()) worker.healthChecker()->activate(ctx.snapshot, model);
+        const bool granted = co_await waitFor(ctx, w, model.activation.queue_timeout);
+        if (!granted) {
+          gate.cancelActivation(w);
+          if (clientLeft(ctx)) co_return Outcome::Done;
+          stats.count(stats::ShedReason::ColdStartTimeout);
+          co_return fail(503, "model `" + model.name + "` did not become ready in time",
+                         "model_cold", "5");
+        }
+      }
+    }
+    const auto& cb = model.circuit_breakers;
+    const auto max_requests = upstream::workerShare(cb.max_requests, workers);
+    const auto max_pending = upstream::workerShare(cb.max_pending_requests, workers);
+    switch (gate.acquire(max_requests, max_pending, ctx.route->priority)) {
+      case upstream::Admission::Granted:
+        co_return Outcome::Retry;  // i.e. go on
+      case upstream::Admission::Shed:
+        stats.count(stats::ShedReason::MaxRequests);
+        co_return fail(503, "model `" + model.name + "` is at its concurrency limit (max_requests)",
+                       "overloaded", "1");
+      case upstream::Admission::MustWait:
+        break;
+    }
+    upstream::Waiter w;
+    w.priority = ctx.route->priority;
+    if (!gate.enqueue(w, max_pending)) {
+      stats.count(stats::ShedReason::QueueFull);
+      co_return fail(503, "model `" + model.name + "` is overloaded and its queue is full",
+                     "overloaded", "1");
+    }
+    if (co_await waitFor(ctx, w, cb.max_queue_time)) co_return Outcome::Retry;
+    if (w.shed) {
+      stats.count(stats::ShedReason::Displaced);
+      co_return fail(503, "model `" + model.name + "` is overloaded; higher-priority requests go first",
+                     "overloaded", "1");
+    }
+    gate.cancel(w);
+    if (clientLeft(ctx)) co_return Outcome::Done;
+    stats.count(stats::ShedReason::QueueTimeout);
+    co_return fail(503, "model `" + model.name + "` is overloaded (waited too long for a slot)",
+                   "overloaded", "1");
+  }
+
+  // One model: admission, then attempts on endpoints its load balancer
+  // picks. Every attempt's outcome feeds outlier detection.
   awaitable<Outcome> tryModel(StreamContext& ctx, const config::ModelConfig& model) {
     auto& worker = *ctx.worker;
-    std::vector<bool> tried(model.endpoints.size(), false);
-    const std::size_t attempts = std::min<std::size_t>(model.endpoints.size(), 2);
-    for (std::size_t i = 0; i < attempts; ++i) {
+    ctx_route_ = ctx.route;
+    self_ = model.locality.enabled ? &worker.locality() : nullptr;
+    tried_.assign(model.endpoints.size(), false);
+    retries_left_ = ctx.route->retry.attempts;
+    // Residency is a hard filter: no endpoint outside the allowed regions.
+    if (!untriedEndpoint(model))
+      co_return decide(ctx, model, Failure::NoEndpoint, false) == Outcome::Fallback
+          ? Outcome::Fallback
+          : fail(503, "no endpoint of model `" + model.name + "` is in an allowed region",
+                 "residency_unsatisfiable");
+    // A model whose every endpoint rests after 429s is itself rate limited:
+    // the client (or a fallback) hears so without another request upstream.
+    {
+      Clock::time_point until = Clock::time_point::max();
+      for (const auto& ep : model.endpoints) until = std::min(until, worker.endpointStates().get(ep.key).cooldown_until);
+      if (until > Clock::now()) {
+        failure_ = LocalFailure{429, "model `" + model.name + "` is rate limited upstream", "upstream_rate_limited",
+                                secondsUntil(until)};
+        co_return next_fallback_ && next_fallback_->on_429 ? Outcome::Fallback : Outcome::Failed;
+      }
+    }
+    auto& gate = worker.gate(model.stats_id);
+    if (const Outcome a = co_await admit(ctx, model, gate); a != Outcome::Retry)
+      co_return a == Outcome::Failed ? decide(ctx, model, Failure::Overload, false) : a;
+    struct Slot {
+      upstream::ModelGate& gate;
+      ~Slot() { gate.release(); }
+    } slot{gate};
+
+    const bool balance = model.endpoints.size() > 1;
+    const std::uint64_t hash = model.lb.policy == config::LbPolicy::ConsistentHash ? hashFor(ctx, model) : 0;
+    for (unsigned attempt = 0;; ++attempt) {
       const int picked = upstream::pickEndpoint(model, worker.endpointStates(), worker.roundRobinCounter(model.index),
-                                                worker.rng(), tried, upstream::Clock::now());
-      if (picked < 0) break;
-      tried[static_cast<std::size_t>(picked)] = true;
+                                                worker.rng(), pickRequest(hash));
+      if (picked < 0) co_return Outcome::Failed;  // decide() saw an untried endpoint, so not reached
+      tried_[static_cast<std::size_t>(picked)] = true;
       const auto& ep = model.endpoints[static_cast<std::size_t>(picked)];
-      if (i > 0) ++worker.stats().upstream_retries;
       ++ctx.upstream_attempts;
       ctx.upstream_address = ep.address;
       // Load is tracked only where there is a choice to make.
-      const bool balance = model.endpoints.size() > 1;
       if (balance) ++worker.endpointStates().get(ep.key).outstanding;
       upstream_status_ = 0;
-      Outcome o = co_await exchange(ctx, ep, /*pooled=*/true);
+      Outcome o = co_await exchange(ctx, model, ep, /*pooled=*/true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
-      if (o == Outcome::StaleConnection) o = co_await exchange(ctx, ep, /*pooled=*/false);
+      if (o == Outcome::StaleConnection) o = co_await exchange(ctx, model, ep, /*pooled=*/false);
       if (balance) --worker.endpointStates().get(ep.key).outstanding;
+      if (attempt > 0) --worker.routeLoad(ctx.route->stats_id).retries;
       if (o == Outcome::Done && clientLeft(ctx)) co_return o;  // says nothing about the endpoint
-      const bool ok = o != Outcome::ConnectFailed && ctx.error_source != filter::ErrorSource::Upstream &&
-                      upstream_status_ < 500;
+      // A 429, a context-length error or our own connection limit say
+      // nothing bad about the endpoint.
+      const bool ok = o == Outcome::Done ? upstream_status_ < 500 && ctx.error_source != filter::ErrorSource::Upstream
+                                         : failed_with_ == Failure::Status429 || failed_with_ == Failure::ContextLength ||
+                                               failed_with_ == Failure::Overload;
       if (balance && upstream::recordOutcome(model, worker.endpointStates(), static_cast<std::size_t>(picked), ok,
                                              upstream::Clock::now())) {
         ++worker.stats().upstream_ejections;
         spdlog::warn("outlier detection: ejecting {} of model {}", ep.address, model.name);
       }
-      if (o == Outcome::Done || o == Outcome::Fallback) co_return o;
+      if (o != Outcome::Retry) co_return o;
+      // Full-jitter exponential backoff, then another endpoint.
+      --retries_left_;
+      ++worker.stats().upstream_retries;
+      ++worker.routeLoad(ctx.route->stats_id).retries;
+      const auto& r = ctx.route->retry;
+      const auto cap = std::min<std::chrono::milliseconds>(r.max_backoff, r.base_backoff * (1u << std::min(attempt, 16u)));
+      const auto pause = std::chrono::milliseconds(std::uniform_int_distribution<long>(0, cap.count())(worker.rng()));
+      if (pause.count() > 0) {
+        asio::steady_timer timer(worker.io());
+        timer.expires_after(budget(pause));
+        ctx.on_downstream_gone = [&timer] { timer.cancel(); };
+        co_await timer.async_wait(kTuple);
+        ctx.on_downstream_gone = nullptr;
+        if (clientLeft(ctx)) {
+          --worker.routeLoad(ctx.route->stats_id).retries;
+          co_return Outcome::Done;
+        }
+      }
+      ctx.error_source = filter::ErrorSource::None;
     }
-    co_return Outcome::ConnectFailed;
   }
 
-  awaitable<Outcome> failBeforeResponse(StreamContext& ctx, UpstreamError e, unsigned status, std::string message,
-                                        const char* code) {
+  // A failure before the response reached the client, made by the proxy
+  // (no usable upstream response): retry, fall back, or tell the client.
+  awaitable<Outcome> failBeforeResponse(StreamContext& ctx, const config::ModelConfig& model, Failure f,
+                                        UpstreamError e, unsigned status, std::string message, const char* code,
+                                        bool reached_model) {
     ctx.worker->stats().count(e);
     ctx.error_source = filter::ErrorSource::Upstream;  // also marks the endpoint as failed
-    if (next_fallback_ && ((e == UpstreamError::Timeout && next_fallback_->on_timeout) ||
-                           (e != UpstreamError::Timeout && next_fallback_->on_5xx)))
-      co_return Outcome::Fallback;
-    ctx.sendLocalReply(status, std::move(message), "upstream_error", code);
-    co_await ctx.downstream->sendLocalReply();
-    co_return Outcome::Done;
+    failed_with_ = f;
+    failure_ = LocalFailure{status, std::move(message), code, {}};
+    co_return decide(ctx, model, f, reached_model);
   }
 
-  awaitable<Outcome> exchange(StreamContext& ctx, const config::EndpointConfig& ep, bool pooled) {
+  awaitable<Outcome> exchange(StreamContext& ctx, const config::ModelConfig& model, const config::EndpointConfig& ep,
+                              bool pooled) {
     auto& worker = *ctx.worker;
     auto& stats = worker.stats();
+    failed_with_ = Failure::None;
     std::unique_ptr<UpstreamConnection> conn = pooled ? worker.upstreams().take(ep.key) : nullptr;
     const bool reused = conn != nullptr;
-    if (deadline_ <= Clock::now())
-      co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "upstream request timed out",
-                                            "upstream_timeout");
+    if (pastDeadline())
+      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                            "upstream request timed out", "upstream_timeout", false);
+    auto& gate = worker.gate(model.stats_id);
+    if (!gate.openConnection(upstream::workerShare(model.circuit_breakers.max_connections, worker.workerCount()))) {
+      stats.count(stats::ShedReason::MaxConnections);
+      failed_with_ = Failure::Overload;
+      failure_ = LocalFailure{503, "model `" + model.name + "` is at its connection limit (max_connections)",
+                              "overloaded", "1"};
+      ctx.error_source = filter::ErrorSource::Internal;
+      co_return decide(ctx, model, Failure::Overload, false);
+    }
+    struct Connection {
+      upstream::ModelGate& gate;
+      ~Connection() { gate.closeConnection(); }
+    } counted{gate};
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io().get_executor());
       boost::system::error_code addr_ec;
       asio::ip::tcp::endpoint endpoint(asio::ip::make_address(ep.ip, addr_ec), ep.port);
-      conn->stream.expires_after(budget(ctx.target_model->connect_timeout));
+      conn->stream.expires_after(budget(model.connect_timeout));
+      ctx.on_downstream_gone = [stream = &conn->stream] { stream->cancel(); };
       auto [ec] = co_await conn->stream.async_connect(endpoint, kTuple);
-      if (ec) {
-        stats.count(UpstreamError::ConnectFailure);
-        co_return Outcome::ConnectFailed;
-      }
+      ctx.on_downstream_gone = nullptr;
+      if (ec && clientLeft(ctx)) co_return Outcome::Done;
+      if (ec)
+        co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
+                                              "no endpoint of model `" + model.name + "` could be reached",
+                                              "upstream_unavailable", false);
       conn->stream.socket().set_option(asio::ip::tcp::no_delay(true), ec);
       ++stats.upstream_connections_opened;
     } else {
@@ -314,16 +611,17 @@ class RouterFilter final : public filter::StreamFilter {
     head_ += ep.address;
     head_ += "\r\n\r\n";
     const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
-    if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = Clock::now() + ctx.route->first_token_timeout;
     conn->stream.expires_after(budget(idle));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head_), asio::buffer(body_)};
     auto [wec, wn] = co_await asio::async_write(conn->stream, request, kTuple);
     if (wec && clientLeft(ctx)) co_return Outcome::Done;
     if (wec) {
       if (reused) co_return Outcome::StaleConnection;
-      co_return co_await failBeforeResponse(ctx, UpstreamError::Reset, 502,
-                                            "upstream connection failed: " + wec.message(), "upstream_reset");
+      co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
+                                            "upstream connection failed: " + wec.message(), "upstream_reset", true);
     }
+    const auto sent_at = Clock::now();
+    if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = sent_at + ctx.route->first_token_timeout;
 
     http::response_parser<http::buffer_body> parser;
     parser.header_limit(64 * 1024);
@@ -337,28 +635,60 @@ class RouterFilter final : public filter::StreamFilter {
                           hec == asio::error::connection_reset;
       if (reused && closed && !parser.got_some()) co_return Outcome::StaleConnection;
       if (hec == beast::error::timeout && firstTokenLate())
-        co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "no first token in time",
-                                              "upstream_first_token_timeout");
+        co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                              "no first token in time", "upstream_first_token_timeout", true);
       if (hec == beast::error::timeout)
-        co_return co_await failBeforeResponse(ctx, UpstreamError::Timeout, 504, "upstream did not respond in time",
-                                              "upstream_timeout");
+        co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                              "upstream did not respond in time", "upstream_timeout", true);
       if (closed)
-        co_return co_await failBeforeResponse(ctx, UpstreamError::Reset, 502,
-                                              "upstream closed the connection before responding", "upstream_reset");
-      co_return co_await failBeforeResponse(ctx, UpstreamError::ProtocolError, 502,
+        co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
+                                              "upstream closed the connection before responding", "upstream_reset",
+                                              true);
+      co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::ProtocolError, 502,
                                             "upstream sent an invalid response: " + hec.message(),
-                                            "upstream_protocol_error");
+                                            "upstream_protocol_error", true);
     }
 
     const auto& res = parser.get();
     upstream_status_ = res.result_int();
-    if (upstream_status_ == 429 && ctx.target_model->endpoints.size() > 1)
-      coolDown(worker, ep, res[http::field::retry_after]);
-    // Nothing has reached the client yet: a failure the next fallback takes
-    // over is not forwarded (the connection is dropped, not drained).
-    if (next_fallback_ && ((upstream_status_ == 429 && next_fallback_->on_429) ||
-                           (upstream_status_ >= 500 && next_fallback_->on_5xx)))
-      co_return Outcome::Fallback;
+    auto& health = worker.endpointStates().get(ep.key);
+    if (auto report = res.find("endpoint-load-metrics"); report != res.end())
+      if (upstream::parseLoadReport(report->value(), health.reported_queue_depth, health.reported_kv_utilization))
+        health.reported_at = Clock::now();
+    if (upstream_status_ == 429) coolDown(worker, ep, res[http::field::retry_after]);
+
+    // A 400 may be a context-length error a fallback takes over: hold the
+    // (small) error body to look.
+    std::string held;
+    if (upstream_status_ == 400 && next_fallback_ && next_fallback_->on_context_length) {
+      std::array<char, 4096> chunk;
+      while (!parser.is_done() && held.size() < 64 * 1024) {
+        parser.get().body().data = chunk.data();
+        parser.get().body().size = chunk.size();
+        conn->stream.expires_after(budget(idle));
+        auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
+        if (ec && ec != http::error::need_buffer) break;
+        held.append(chunk.data(), chunk.size() - parser.get().body().size);
+      }
+      if (held.find("context_length_exceeded") != std::string::npos) {
+        failed_with_ = Failure::ContextLength;
+        failure_ = LocalFailure{400, "the prompt does not fit model `" + model.name + "`", "context_length_exceeded", {}};
+        co_return decide(ctx, model, Failure::ContextLength, true);
+      }
+    }
+    // Nothing has reached the client yet: a failure a retry or the next
+    // fallback takes over is not forwarded (the connection is dropped, not
+    // drained).
+    if (upstream_status_ == 429 || upstream_status_ >= 500) {
+      const Failure f = upstream_status_ == 429 ? Failure::Status429 : Failure::Status5xx;
+      failed_with_ = f;
+      failure_ = LocalFailure{upstream_status_, "model `" + model.name + "` answered " + std::to_string(upstream_status_),
+                              f == Failure::Status429 ? "upstream_rate_limited" : "upstream_error",
+                              std::string(res[http::field::retry_after])};
+      // A 429 was refused, not processed: safe to send elsewhere.
+      const Outcome o = decide(ctx, model, f, f != Failure::Status429);
+      if (o != Outcome::Failed) co_return o;
+    }
     filter::ResponseHead head;
     head.status = res.result_int();
     head.reason.assign(res.reason());
@@ -369,11 +699,14 @@ class RouterFilter final : public filter::StreamFilter {
         continue;
       head.headers.add(std::string(name), std::string(f.value()));
     }
+    head.headers.add("x-infermesh-model", model.name);
     std::optional<std::uint64_t> length;
     if (auto cl = parser.content_length()) length = *cl;
     const bool sse = head.headers.get("content-type").value_or("").starts_with("text/event-stream");
-    if (!co_await ctx.downstream->sendHeaders(head, parser.is_done(), length)) co_return Outcome::Done;
-    bool got_first_byte = false;
+    const bool all_held = parser.is_done();
+    if (!co_await ctx.downstream->sendHeaders(head, parser.is_done() && held.empty(), length)) co_return Outcome::Done;
+    if (!held.empty() && !co_await ctx.downstream->sendBody(held, all_held)) co_return Outcome::Done;
+    bool got_first_byte = !held.empty();
 
     struct RelayBuffer {
       proxy::Worker& worker;
@@ -395,9 +728,10 @@ class RouterFilter final : public filter::StreamFilter {
         const bool timeout = ec == beast::error::timeout;
         stats.count(timeout ? UpstreamError::Timeout : UpstreamError::Reset);
         ctx.error_source = filter::ErrorSource::Upstream;
-        ctx.error_reason = !timeout               ? "upstream_reset_mid_stream"
+        ctx.error_reason = !timeout                             ? "upstream_reset_mid_stream"
                            : !got_first_byte && firstTokenLate() ? "upstream_first_token_timeout"
-                                                                  : "upstream_timeout_mid_stream";
+                           : pastDeadline()                      ? "upstream_request_timeout"
+                                                                 : "upstream_timeout_mid_stream";
         if (sse)
           co_await ctx.downstream->sendBody(
               sseErrorEvent(timeout ? "the model stopped responding" : "the model connection was lost", ctx.error_reason),
@@ -408,7 +742,14 @@ class RouterFilter final : public filter::StreamFilter {
       const std::size_t got = kBufSize - parser.get().body().size;
       const bool end = parser.is_done();
       if (got == 0 && !end) continue;
-      got_first_byte = got_first_byte || got > 0;
+      if (!got_first_byte && got > 0) {
+        // Time to first token: what EWMA balancing and "fastest" go by.
+        const auto now = Clock::now();
+        const double ttft = std::chrono::duration<double>(now - sent_at).count();
+        upstream::recordLatency(health, ttft, now);
+        upstream::recordLatency(worker.modelLatency(model.stats_id), ttft, now);
+        got_first_byte = true;
+      }
       if (!co_await ctx.downstream->sendBody(std::string_view(buf.data.get(), got), end)) co_return Outcome::Done;
     }
     if (parser.keep_alive() && conn->buffer.size() == 0) {
@@ -425,6 +766,14 @@ class RouterFilter final : public filter::StreamFilter {
   unsigned upstream_status_ = 0;
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point first_token_at_ = Clock::time_point::max();
+  // Per model attempt.
+  std::vector<bool> tried_;
+  unsigned retries_left_ = 0;
+  Failure failed_with_ = Failure::None;
+  LocalFailure failure_;
+  const config::RouteConfig* ctx_route_ = nullptr;
+  const upstream::SelfLocality* self_ = nullptr;
+  std::vector<std::string_view> request_regions_;
 };
 
 class RouterFactory final : public filter::FilterFactory {

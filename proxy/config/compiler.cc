@@ -146,11 +146,23 @@ class Compiler {
       mc.connect_timeout = toMillis(spec.connect_timeout());
       if (mc.connect_timeout.count() <= 0) errors_.push_back(m.error("spec.connectTimeout", "must be > 0"));
     }
-    const std::string& policy = spec.load_balancer().policy();
-    if (policy == "round_robin") mc.lb_policy = LbPolicy::RoundRobin;
-    else if (!policy.empty() && policy != "least_request")
-      errors_.push_back(m.error("spec.loadBalancer.policy",
-                                "unknown policy \"" + policy + "\" (least_request or round_robin)"));
+    loadBalancer(m, mc.lb);
+    healthCheck(m, mc.health_check);
+    circuitBreakers(m, mc.circuit_breakers);
+    activation(m, mc.activation);
+    if (spec.has_locality()) {
+      mc.locality.enabled = spec.locality().enabled();
+      if (spec.locality().spillover_threshold_percent() > 100)
+        errors_.push_back(m.error("spec.locality.spilloverThresholdPercent", "must be 0..100"));
+      else if (spec.locality().spillover_threshold_percent() > 0)
+        mc.locality.spillover_threshold_percent = spec.locality().spillover_threshold_percent();
+    }
+    mc.context_window = spec.context_window();
+    mc.price_in_per_1k = spec.pricing().input_per_1k_tokens();
+    mc.price_out_per_1k = spec.pricing().output_per_1k_tokens();
+    if (mc.price_in_per_1k < 0 || mc.price_out_per_1k < 0)
+      errors_.push_back(m.error("spec.pricing", "prices must be >= 0"));
+    mc.regions.assign(spec.regions().begin(), spec.regions().end());
     if (spec.has_outlier_detection()) {
       const auto& od = spec.outlier_detection();
       mc.outlier.consecutive_failures = od.consecutive_failures();
@@ -169,6 +181,9 @@ class Compiler {
       ec.region = e.region();
       ec.zone = e.zone();
       ec.weight = e.weight() == 0 ? 1 : e.weight();
+      ec.priority = e.priority();
+      // An endpoint without a region is where its model is, if that is one place.
+      if (ec.region.empty() && mc.regions.size() == 1) ec.region = mc.regions[0];
       HostPort hp;
       if (auto err = splitHostPort(e.address(), hp, false); !err.empty()) {
         errors_.push_back(m.error(path, err));
@@ -193,6 +208,93 @@ class Compiler {
     claim(m.name, "metadata.name");
     for (int i = 0; i < spec.aliases_size(); ++i)
       claim(spec.aliases(i), "spec.aliases[" + std::to_string(i) + "]");
+  }
+
+  // A duration field that must be > 0 when set.
+  template <typename Spec>
+  void positive(const Resource<Spec>& r, bool has, const pb::Duration& d, std::chrono::milliseconds& into,
+                const std::string& path) {
+    if (!has) return;
+    into = toMillis(d);
+    if (into.count() <= 0) errors_.push_back(r.error(path, "must be > 0"));
+  }
+
+  void loadBalancer(const Resource<v1::Model>& m, LoadBalancerConfig& lb) {
+    const auto& spec = m.spec.load_balancer();
+    const std::string& policy = spec.policy();
+    if (policy.empty() || policy == "least_request") lb.policy = LbPolicy::LeastRequest;
+    else if (policy == "round_robin") lb.policy = LbPolicy::RoundRobin;
+    else if (policy == "ewma") lb.policy = LbPolicy::Ewma;
+    else if (policy == "consistent_hash") lb.policy = LbPolicy::ConsistentHash;
+    else if (policy == "load_aware") lb.policy = LbPolicy::LoadAware;
+    else
+      errors_.push_back(m.error("spec.loadBalancer.policy",
+                                "unknown policy \"" + policy +
+                                    "\" (least_request, round_robin, ewma, consistent_hash or load_aware)"));
+    lb.hash_header = spec.hash_header();
+    for (auto& c : lb.hash_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (spec.hash_prompt_prefix_bytes() > 0) lb.hash_prompt_prefix_bytes = spec.hash_prompt_prefix_bytes();
+    if (spec.bounded_load_factor() != 0) {
+      lb.bounded_load_factor = spec.bounded_load_factor();
+      if (lb.bounded_load_factor < 1)
+        errors_.push_back(m.error("spec.loadBalancer.boundedLoadFactor", "must be >= 1"));
+    }
+    positive(m, spec.has_load_report_half_life(), spec.load_report_half_life(), lb.load_report_half_life,
+             "spec.loadBalancer.loadReportHalfLife");
+    if (policy != "consistent_hash" && (!spec.hash_header().empty() || spec.hash_prompt_prefix_bytes() > 0 ||
+                                        spec.bounded_load_factor() != 0))
+      errors_.push_back(m.error("spec.loadBalancer.policy", "hash settings need policy consistent_hash"));
+  }
+
+  void healthCheck(const Resource<v1::Model>& m, HealthCheckConfig& hc) {
+    if (!m.spec.has_health_check()) return;
+    const auto& spec = m.spec.health_check();
+    if (spec.path().empty() || spec.path()[0] != '/')
+      errors_.push_back(m.error("spec.healthCheck.path", "is required and must start with /"));
+    hc.path = spec.path();
+    positive(m, spec.has_interval(), spec.interval(), hc.interval, "spec.healthCheck.interval");
+    positive(m, spec.has_timeout(), spec.timeout(), hc.timeout, "spec.healthCheck.timeout");
+    if (spec.has_jitter()) hc.jitter = toMillis(spec.jitter());
+    if (hc.jitter.count() < 0) errors_.push_back(m.error("spec.healthCheck.jitter", "must be >= 0"));
+    if (spec.healthy_threshold()) hc.healthy_threshold = spec.healthy_threshold();
+    if (spec.unhealthy_threshold()) hc.unhealthy_threshold = spec.unhealthy_threshold();
+  }
+
+  void circuitBreakers(const Resource<v1::Model>& m, CircuitBreakerConfig& cb) {
+    const auto& spec = m.spec.circuit_breakers();
+    cb.max_connections = spec.max_connections();
+    cb.max_requests = spec.max_requests();
+    cb.max_pending_requests = spec.max_pending_requests();
+    positive(m, spec.has_max_queue_time(), spec.max_queue_time(), cb.max_queue_time,
+             "spec.circuitBreakers.maxQueueTime");
+    if (cb.max_pending_requests > 0 && cb.max_requests == 0)
+      errors_.push_back(m.error("spec.circuitBreakers.maxPendingRequests",
+                                "requests only wait for a slot under maxRequests; set it too"));
+  }
+
+  void activation(const Resource<v1::Model>& m, ActivationConfig& a) {
+    if (!m.spec.has_activation()) return;
+    const auto& spec = m.spec.activation();
+    const std::string path = "spec.activation.webhook";
+    a.webhook = spec.webhook();
+    std::string rest = a.webhook;
+    if (rest.rfind("http://", 0) != 0) {
+      errors_.push_back(m.error(path, "must be an http:// URL, got \"" + a.webhook + "\""));
+    } else {
+      rest = rest.substr(7);
+      const auto slash = rest.find('/');
+      a.path = slash == std::string::npos ? "/" : rest.substr(slash);
+      a.host_header = rest.substr(0, slash);
+      HostPort hp;
+      if (auto err = splitHostPort(a.host_header, hp, false); !err.empty()) errors_.push_back(m.error(path, err));
+      else if (auto rerr = resolve(hp.host, a.ip); !rerr.empty()) errors_.push_back(m.error(path, rerr));
+      a.port = hp.port;
+    }
+    positive(m, spec.has_queue_timeout(), spec.queue_timeout(), a.queue_timeout, "spec.activation.queueTimeout");
+    if (spec.max_queued()) a.max_queued = spec.max_queued();
+    if (!m.spec.has_health_check())
+      errors_.push_back(m.error("spec.activation", "needs healthCheck: queued requests are released when an "
+                                                   "endpoint passes it"));
   }
 
   void listener(Snapshot& snap, const Resource<v1::Listener>& l) {
@@ -318,11 +420,96 @@ class Compiler {
         else if (on == "429") fc.on_429 = true;
         else if (on == "5xx") fc.on_5xx = true;
         else if (on == "timeout") fc.on_timeout = true;
+        else if (on == "context_length") fc.on_context_length = true;
         else
           errors_.push_back(rt.error(path + ".on[" + std::to_string(k) + "]",
-                                     "unknown trigger \"" + on + "\" (connect_failure, 429, 5xx, timeout)"));
+                                     "unknown trigger \"" + on + "\" (connect_failure, 429, 5xx, timeout, context_length)"));
       }
       rc.fallbacks.push_back(fc);
+    }
+    for (int i = 0; i < spec.split_size(); ++i) {
+      const auto& w = spec.split(i);
+      const std::string path = "spec.split[" + std::to_string(i) + "]";
+      WeightedModel wm{snap.findModel(w.model()), w.weight()};
+      if (wm.model == nullptr) dangling(rt.error(path + ".model", "model \"" + w.model() + "\" is not defined"));
+      rc.split_total += w.weight();
+      rc.split.push_back(wm);
+    }
+    if (!rc.split.empty() && rc.split_total == 0)
+      errors_.push_back(rt.error("spec.split", "weights must not all be 0"));
+    if (!rc.split.empty() && !spec.model().empty())
+      errors_.push_back(rt.error("spec.split", "set model or split, not both"));
+    for (int i = 0; i < spec.mirrors_size(); ++i) {
+      const auto& mi = spec.mirrors(i);
+      const std::string path = "spec.mirrors[" + std::to_string(i) + "]";
+      MirrorConfig mc{snap.findModel(mi.model()), mi.percent()};
+      if (mc.model == nullptr) dangling(rt.error(path + ".model", "model \"" + mi.model() + "\" is not defined"));
+      if (!(mi.percent() > 0 && mi.percent() <= 100)) errors_.push_back(rt.error(path + ".percent", "must be in (0, 100]"));
+      rc.mirrors.push_back(mc);
+    }
+    if (spec.has_auto_select()) {
+      const auto& a = spec.auto_select();
+      if (a.objective().empty() || a.objective() == "cheapest") rc.auto_select.objective = Objective::Cheapest;
+      else if (a.objective() == "fastest") rc.auto_select.objective = Objective::Fastest;
+      else if (a.objective() == "preference") rc.auto_select.objective = Objective::Preference;
+      else
+        errors_.push_back(rt.error("spec.autoSelect.objective", "unknown objective \"" + a.objective() +
+                                                                    "\" (cheapest, fastest or preference)"));
+      for (int i = 0; i < a.candidates_size(); ++i) {
+        const ModelConfig* c = snap.findModel(a.candidates(i));
+        if (c == nullptr)
+          dangling(rt.error("spec.autoSelect.candidates[" + std::to_string(i) + "]",
+                            "model \"" + a.candidates(i) + "\" is not defined"));
+        else
+          rc.auto_select.candidates.push_back(c);
+      }
+      if (!a.capability().empty()) rc.auto_select.capability = a.capability();
+      if (rc.auto_select.objective == Objective::Preference && a.candidates().empty())
+        errors_.push_back(rt.error("spec.autoSelect.candidates", "objective preference needs the candidates in order"));
+    }
+    if (spec.has_retry()) {
+      const auto& r = spec.retry();
+      RetryConfig& rc_retry = rc.retry;
+      rc_retry.attempts = r.attempts();
+      if (r.attempts() > 10) errors_.push_back(rt.error("spec.retry.attempts", "at most 10"));
+      if (!r.on().empty()) rc_retry.on_connect_failure = false;
+      for (int k = 0; k < r.on_size(); ++k) {
+        const std::string& on = r.on(k);
+        if (on == "connect_failure") rc_retry.on_connect_failure = true;
+        else if (on == "reset") rc_retry.on_reset = true;
+        else if (on == "5xx") rc_retry.on_5xx = true;
+        else if (on == "429") rc_retry.on_429 = true;
+        else if (on == "timeout") rc_retry.on_timeout = true;
+        else
+          errors_.push_back(rt.error("spec.retry.on[" + std::to_string(k) + "]",
+                                     "unknown condition \"" + on + "\" (connect_failure, reset, 5xx, 429, timeout)"));
+      }
+      if (r.budget_percent() > 100) errors_.push_back(rt.error("spec.retry.budgetPercent", "must be 0..100"));
+      else if (r.budget_percent() > 0) rc_retry.budget_percent = r.budget_percent();
+      if (r.min_concurrency() > 0) rc_retry.min_concurrency = r.min_concurrency();
+      positive(rt, r.has_base_backoff(), r.base_backoff(), rc_retry.base_backoff, "spec.retry.baseBackoff");
+      positive(rt, r.has_max_backoff(), r.max_backoff(), rc_retry.max_backoff, "spec.retry.maxBackoff");
+      if (rc_retry.max_backoff < rc_retry.base_backoff)
+        errors_.push_back(rt.error("spec.retry.maxBackoff", "must be >= baseBackoff"));
+      rc_retry.retry_non_idempotent = r.retry_non_idempotent();
+    }
+    if (spec.priority().empty() || spec.priority() == "normal") rc.priority = Priority::Normal;
+    else if (spec.priority() == "low") rc.priority = Priority::Low;
+    else if (spec.priority() == "critical") rc.priority = Priority::Critical;
+    else
+      errors_.push_back(rt.error("spec.priority", "unknown priority \"" + spec.priority() + "\" (critical, normal or low)"));
+    rc.residency.assign(spec.residency().begin(), spec.residency().end());
+    if (!rc.residency.empty()) {
+      // A fixed target with no endpoint in the allowed regions can never serve.
+      for (const ModelConfig* fixed : {rc.target}) {
+        if (fixed == nullptr) continue;
+        bool any = false;
+        for (const auto& ep : fixed->endpoints)
+          any = any || std::find(rc.residency.begin(), rc.residency.end(), ep.region) != rc.residency.end();
+        if (!any)
+          errors_.push_back(rt.error("spec.residency", "no endpoint of model \"" + fixed->name +
+                                                           "\" is in an allowed region"));
+      }
     }
     if (t.has_first_token()) {
       rc.first_token_timeout = toMillis(t.first_token());

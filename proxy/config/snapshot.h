@@ -22,9 +22,52 @@ struct EndpointConfig {
   std::string region;
   std::string zone;
   std::uint32_t weight = 1;
+  std::uint32_t priority = 0;  // lower first, after zone and region
 };
 
-enum class LbPolicy { LeastRequest, RoundRobin };
+enum class LbPolicy { LeastRequest, RoundRobin, Ewma, ConsistentHash, LoadAware };
+
+struct LoadBalancerConfig {
+  LbPolicy policy = LbPolicy::LeastRequest;
+  std::string hash_header;  // consistent_hash key header (lowercase); empty: prompt prefix
+  std::uint32_t hash_prompt_prefix_bytes = 256;
+  double bounded_load_factor = 1.25;
+  std::chrono::milliseconds load_report_half_life{1000};
+};
+
+struct HealthCheckConfig {
+  std::string path;  // empty: no active health checks
+  std::chrono::milliseconds interval{5000};
+  std::chrono::milliseconds timeout{1000};
+  std::chrono::milliseconds jitter{0};
+  std::uint32_t healthy_threshold = 1;
+  std::uint32_t unhealthy_threshold = 2;
+  bool enabled() const { return !path.empty(); }
+};
+
+// Per proxy; each worker enforces its share (see per_worker()).
+struct CircuitBreakerConfig {
+  std::uint32_t max_connections = 0;  // 0: unlimited
+  std::uint32_t max_requests = 0;
+  std::uint32_t max_pending_requests = 0;
+  std::chrono::milliseconds max_queue_time{5000};
+};
+
+struct ActivationConfig {
+  std::string webhook;  // http://host:port/path as written
+  std::string ip;       // resolved
+  std::uint16_t port = 0;
+  std::string host_header;
+  std::string path;
+  std::chrono::milliseconds queue_timeout{30000};
+  std::uint32_t max_queued = 100;
+  bool enabled() const { return !webhook.empty(); }
+};
+
+struct LocalityConfig {
+  bool enabled = false;
+  std::uint32_t spillover_threshold_percent = 70;
+};
 
 struct OutlierConfig {
   std::uint32_t consecutive_failures = 5;  // 0: off
@@ -39,8 +82,21 @@ struct ModelConfig {
   std::vector<std::string> capabilities;
   std::vector<EndpointConfig> endpoints;
   std::chrono::milliseconds connect_timeout{2000};
-  LbPolicy lb_policy = LbPolicy::LeastRequest;
+  LoadBalancerConfig lb;
   OutlierConfig outlier;
+  HealthCheckConfig health_check;
+  CircuitBreakerConfig circuit_breakers;
+  ActivationConfig activation;
+  LocalityConfig locality;
+  std::uint32_t context_window = 0;  // tokens; 0: unknown
+  double price_in_per_1k = 0;
+  double price_out_per_1k = 0;
+  std::vector<std::string> regions;
+  bool hasCapability(std::string_view c) const {
+    for (const auto& x : capabilities)
+      if (x == c) return true;
+    return false;
+  }
   std::uint32_t total_weight = 0;
   std::uint32_t index = 0;     // position in Snapshot::models
   std::uint32_t stats_id = 0;  // see stats::NameTable
@@ -57,7 +113,43 @@ struct FallbackConfig {
   bool on_429 = false;
   bool on_5xx = false;
   bool on_timeout = false;
+  bool on_context_length = false;
 };
+
+struct WeightedModel {
+  const ModelConfig* model = nullptr;
+  std::uint32_t weight = 0;
+};
+
+struct MirrorConfig {
+  const ModelConfig* model = nullptr;
+  double percent = 0;
+};
+
+enum class Objective { Cheapest, Fastest, Preference };
+
+struct AutoSelectConfig {
+  Objective objective = Objective::Cheapest;
+  std::vector<const ModelConfig*> candidates;  // empty: any model with the capability
+  std::string capability = "chat";
+};
+
+struct RetryConfig {
+  std::uint32_t attempts = 1;
+  bool on_connect_failure = true;
+  bool on_reset = false;
+  bool on_5xx = false;
+  bool on_429 = false;
+  bool on_timeout = false;
+  std::uint32_t budget_percent = 20;
+  std::uint32_t min_concurrency = 3;
+  std::chrono::milliseconds base_backoff{25};
+  std::chrono::milliseconds max_backoff{250};
+  bool retry_non_idempotent = false;
+};
+
+// Lower sheds first.
+enum class Priority : std::uint8_t { Low = 0, Normal = 1, Critical = 2 };
 
 struct RouteConfig {
   std::string name;
@@ -71,10 +163,17 @@ struct RouteConfig {
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds first_token_timeout{0};  // 0: none
   std::vector<FallbackConfig> fallbacks;
+  std::vector<WeightedModel> split;  // instead of target
+  std::uint32_t split_total = 0;
+  std::vector<MirrorConfig> mirrors;
+  AutoSelectConfig auto_select;
+  RetryConfig retry;
+  Priority priority = Priority::Normal;
+  std::vector<std::string> residency;  // allowed endpoint regions; empty: any
   std::uint32_t stats_id = 0;
   // Whether matching needs the model name from the body (decided at compile
   // time so the router only buffers bodies when it must).
-  bool needs_body_model() const { return target == nullptr || !models.empty(); }
+  bool needs_body_model() const { return (target == nullptr && split.empty()) || !models.empty(); }
 };
 
 struct ListenerLimits {

@@ -392,7 +392,13 @@ awaitable<void> Http1Connection::sendLocalReply() {
 void Http1Connection::abort() {
   aborted_ = true;
   keep_alive_ = false;
-  ++worker_.stats().streams_aborted;
+  const std::string_view why = ctx_ ? std::string_view(ctx_->error_reason) : std::string_view();
+  using stats::AbortReason;
+  worker_.stats().count(why == "upstream_reset_mid_stream"       ? AbortReason::Reset
+                        : why == "upstream_timeout_mid_stream"    ? AbortReason::IdleTimeout
+                        : why == "upstream_first_token_timeout"   ? AbortReason::FirstTokenTimeout
+                        : why == "upstream_request_timeout"       ? AbortReason::RequestTimeout
+                                                                  : AbortReason::Other);
   // Closing without the final chunk (or short of the content length) is
   // how HTTP/1.1 tells the client the response is incomplete.
   close();

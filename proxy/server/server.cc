@@ -26,6 +26,7 @@
 #include "proxy/server/http_util.h"
 #include "proxy/server/worker.h"
 #include "proxy/stats/metrics_collector.h"
+#include "proxy/upstream/health_checker.h"
 
 namespace infermesh::proxy {
 
@@ -75,6 +76,7 @@ struct Server::Impl {
   std::unique_ptr<stats::MetricsCollector> collector;
   std::string last_error;
   std::unique_ptr<xds_client::AdsClient> ads;
+  std::unique_ptr<upstream::HealthChecker> health_checker;
   std::atomic<std::uint64_t> next_version{1};
   bool serving = false;
   bool draining = false;
@@ -112,6 +114,7 @@ struct Server::Impl {
     auto logs = accessLogsFor(*snap);
     current = snap;
     process.config_version = snap->version;
+    if (health_checker) health_checker->update(snap);
     for (auto& w : workers)
       w->post([w = w.get(), snap, logs] {
         w->setSnapshot(snap);
@@ -371,7 +374,25 @@ struct Server::Impl {
   int run() {
     if (!loadInitialConfig()) return 1;
     const unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
-    for (unsigned i = 0; i < n; ++i) workers.push_back(std::make_unique<Worker>(i));
+    for (unsigned i = 0; i < n; ++i) workers.push_back(std::make_unique<Worker>(i, n));
+    // Active health results go to every worker, each applying them on its
+    // own thread.
+    health_checker = std::make_unique<upstream::HealthChecker>(
+        [this](std::uint64_t key, bool healthy) {
+          for (auto& w : workers) w->post([w = w.get(), key, healthy] { w->endpointHealthChanged(key, healthy); });
+        },
+        process);
+    upstream::SelfLocality self{options.region, options.zone};
+    config::Labels node_labels;
+    config::parseLabels(options.node_labels, node_labels);
+    if (self.region.empty() && node_labels.contains("topology.kubernetes.io/region"))
+      self.region = node_labels["topology.kubernetes.io/region"];
+    if (self.zone.empty() && node_labels.contains("topology.kubernetes.io/zone"))
+      self.zone = node_labels["topology.kubernetes.io/zone"];
+    for (auto& w : workers) {
+      w->setLocality(self);
+      w->setHealthChecker(health_checker.get());
+    }
     collector = std::make_unique<stats::MetricsCollector>([this] { return gatherStats(); }, process);
     try {
       if (current) startServing();
@@ -383,6 +404,7 @@ struct Server::Impl {
       return 1;
     }
     for (auto& w : workers) w->start();
+    health_checker->start();
     admin->start();
     asio::co_spawn(io, signalLoop(), asio::detached);
     if (!options.control_plane.empty()) {
@@ -400,6 +422,7 @@ struct Server::Impl {
                  current ? "config version " + std::to_string(current->version) : std::string(waiting_reason));
     io.run();
     if (ads) ads->stop();
+    health_checker->stop();
     for (auto& w : workers) w->stopAndJoin();
     acceptors.clear();
     workers.clear();

@@ -17,6 +17,10 @@ struct ServerOptions {
   std::string node_id;
   std::string node_labels;  // "k=v,k2=v2"
   std::string config_cache;
+  // Where this proxy runs, for locality-aware load balancing (default: the
+  // node labels topology.kubernetes.io/region and .../zone).
+  std::string region;
+  std::string zone;
 };
 
 // The proxy process: workers, listeners, admin endpoint, signals, reload.

@@ -6,8 +6,9 @@
 
 namespace infermesh::proxy {
 
-Worker::Worker(unsigned index)
+Worker::Worker(unsigned index, unsigned worker_count)
     : index_(index),
+      worker_count_(worker_count),
       rng_(std::random_device{}()),
       work_(std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
           io_.get_executor())) {}
@@ -53,6 +54,19 @@ std::string Worker::newRequestId() {
     id[16 + i] = kHex[(b >> (i * 4)) & 0xf];
   }
   return id;
+}
+
+void Worker::endpointHealthChanged(std::uint64_t endpoint_key, bool healthy) {
+  endpoint_states_.get(endpoint_key).active = healthy ? upstream::ActiveHealth::Healthy : upstream::ActiveHealth::Unhealthy;
+  if (!healthy || !snapshot_) return;
+  for (const auto& m : snapshot_->models) {
+    if (!m.activation.enabled()) continue;
+    for (const auto& ep : m.endpoints)
+      if (ep.key == endpoint_key) {
+        if (auto it = gates_.find(m.stats_id); it != gates_.end()) it->second.activated();
+        break;
+      }
+  }
 }
 
 void Worker::beginDrain() {

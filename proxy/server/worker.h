@@ -8,13 +8,19 @@
 #include <memory>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "proxy/config/snapshot.h"
 #include "proxy/server/upstream_pool.h"
 #include "proxy/stats/worker_stats.h"
+#include "proxy/upstream/admission.h"
 #include "proxy/upstream/load_balancer.h"
+
+namespace infermesh::upstream {
+class HealthChecker;
+}
 
 namespace infermesh::proxy {
 
@@ -32,7 +38,7 @@ namespace infermesh::proxy {
 // a Worker is touched only from its own thread, except through post().
 class Worker {
  public:
-  explicit Worker(unsigned index);
+  Worker(unsigned index, unsigned worker_count);
   ~Worker();
 
   unsigned index() const { return index_; }
@@ -70,6 +76,30 @@ class Worker {
   upstream::EndpointStates& endpointStates() { return endpoint_states_; }
   std::mt19937_64& rng() { return rng_; }
   std::string newRequestId();
+  unsigned workerCount() const { return worker_count_; }
+
+  // Circuit breakers and queues per model (by the model's stats id, which
+  // is stable across reloads).
+  upstream::ModelGate& gate(std::uint32_t model_stats_id) { return gates_[model_stats_id]; }
+  // Requests and retries in flight per route (stats id), for retry budgets.
+  struct RouteLoad {
+    std::uint32_t requests = 0;
+    std::uint32_t retries = 0;
+  };
+  RouteLoad& routeLoad(std::uint32_t route_stats_id) { return route_load_[route_stats_id]; }
+  // Observed time to first byte per model (stats id), for "fastest".
+  upstream::EndpointHealth& modelLatency(std::uint32_t model_stats_id) { return model_latency_[model_stats_id]; }
+  // Shadow requests in flight (bounded).
+  std::uint32_t& mirrorsInFlight() { return mirrors_in_flight_; }
+  // Where this proxy runs (locality-aware picking).
+  const upstream::SelfLocality& locality() const { return locality_; }
+  void setLocality(upstream::SelfLocality l) { locality_ = std::move(l); }
+  // The process's health checker (activation webhooks); may be null.
+  upstream::HealthChecker* healthChecker() const { return health_checker_; }
+  void setHealthChecker(upstream::HealthChecker* h) { health_checker_ = h; }
+  // An active health check changed an endpoint's state (posted by the
+  // health checker): models it serves that were cold release their queue.
+  void endpointHealthChanged(std::uint64_t endpoint_key, bool healthy);
 
   // Connection tracking for graceful drain.
   void track(Http1Connection* c) { connections_.insert(c); }
@@ -88,12 +118,19 @@ class Worker {
   // state its pending handlers (connections) still touch, and upstreams_
   // (sockets on io_) goes before io_.
   unsigned index_;
+  unsigned worker_count_;
   std::shared_ptr<const config::Snapshot> snapshot_;
   std::vector<std::shared_ptr<spdlog::logger>> access_logs_;
   stats::WorkerStats stats_;
   std::vector<std::uint32_t> round_robin_;
   upstream::EndpointStates endpoint_states_;
   std::mt19937_64 rng_;
+  std::unordered_map<std::uint32_t, upstream::ModelGate> gates_;
+  std::unordered_map<std::uint32_t, RouteLoad> route_load_;
+  std::unordered_map<std::uint32_t, upstream::EndpointHealth> model_latency_;
+  std::uint32_t mirrors_in_flight_ = 0;
+  upstream::SelfLocality locality_;
+  upstream::HealthChecker* health_checker_ = nullptr;
   std::unordered_set<Http1Connection*> connections_;
   std::vector<std::unique_ptr<char[]>> relay_buffers_;
   bool draining_ = false;

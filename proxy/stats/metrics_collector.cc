@@ -87,14 +87,47 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
          static_cast<double>(total.upstream_connections_opened));
   simple("infermesh_upstream_connections_reused_total", "Requests sent on a pooled keep-alive connection.",
          MetricType::Counter, static_cast<double>(total.upstream_connections_reused));
-  simple("infermesh_upstream_retries_total", "Attempts on another endpoint after a connect failure.",
+  simple("infermesh_upstream_retries_total", "Attempts on another endpoint after a failure (see a route's retry).",
          MetricType::Counter, static_cast<double>(total.upstream_retries));
   simple("infermesh_upstream_fallbacks_total", "Requests moved on to a route's fallback model.", MetricType::Counter,
          static_cast<double>(total.upstream_fallbacks));
   simple("infermesh_upstream_ejections_total", "Endpoints taken out by outlier detection.", MetricType::Counter,
          static_cast<double>(total.upstream_ejections));
-  simple("infermesh_streams_aborted_total", "Responses that failed after they had started (client sees an error).",
-         MetricType::Counter, static_cast<double>(total.streams_aborted));
+  auto aborted = family("infermesh_streams_aborted_total",
+                        "Responses that failed after they had started (the client sees an error), by reason.",
+                        MetricType::Counter);
+  for (std::size_t i = 0; i < total.streams_aborted.size(); ++i)
+    addValue(aborted, static_cast<double>(total.streams_aborted[i]), {{"reason", kAbortReasonNames[i]}});
+  out.push_back(std::move(aborted));
+  auto shed = family("infermesh_requests_shed_total",
+                     "Requests answered 503 by circuit breakers, overload or cold-start queues, by reason "
+                     "(retry_budget: retries not made).",
+                     MetricType::Counter);
+  for (std::size_t i = 0; i < total.shed.size(); ++i)
+    addValue(shed, static_cast<double>(total.shed[i]), {{"reason", kShedReasonNames[i]}});
+  out.push_back(std::move(shed));
+  auto mirrors = family("infermesh_mirror_requests_total",
+                        "Shadow copies of requests by model and result (dropped: too many in flight).",
+                        MetricType::Counter);
+  static constexpr const char* kMirrorResult[] = {"ok", "error", "dropped"};
+  for (const auto& [model_id, counts] : total.mirrors)
+    for (std::size_t i = 0; i < counts.size(); ++i)
+      addValue(mirrors, static_cast<double>(counts[i]), {{"model", names.name(model_id)}, {"result", kMirrorResult[i]}});
+  out.push_back(std::move(mirrors));
+  simple("infermesh_requests_queued", "Requests waiting for a slot or for a cold model to wake.", MetricType::Gauge,
+         static_cast<double>(total.requests_queued));
+  auto checks = family("infermesh_health_checks_total", "Active health checks by result.", MetricType::Counter);
+  addValue(checks, static_cast<double>(process_.health_checks_passed.load()), {{"result", "passed"}});
+  addValue(checks, static_cast<double>(process_.health_checks_failed.load()), {{"result", "failed"}});
+  out.push_back(std::move(checks));
+  simple("infermesh_endpoints_unhealthy", "Endpoints failing their active health check.", MetricType::Gauge,
+         static_cast<double>(process_.endpoints_unhealthy.load()));
+  auto activations = family("infermesh_activations_total", "Scale-from-zero webhook calls by result.",
+                            MetricType::Counter);
+  addValue(activations, static_cast<double>(process_.activations.load() - process_.activation_failures.load()),
+           {{"result", "ok"}});
+  addValue(activations, static_cast<double>(process_.activation_failures.load()), {{"result", "error"}});
+  out.push_back(std::move(activations));
   simple("infermesh_downstream_disconnects_total",
          "Clients that went away before their response ended (the upstream exchange is cancelled).",
          MetricType::Counter, static_cast<double>(total.downstream_disconnects));

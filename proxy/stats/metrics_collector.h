@@ -19,6 +19,12 @@ struct ProcessStats {
   // Control-plane mode: -1 when off, else 0/1.
   std::atomic<int> xds_connected{-1};
   std::atomic<bool> serving_from_cache{false};
+  // Active health checks and scale from zero (the health checker thread).
+  std::atomic<std::uint64_t> health_checks_passed{0};
+  std::atomic<std::uint64_t> health_checks_failed{0};
+  std::atomic<std::int64_t> endpoints_unhealthy{0};
+  std::atomic<std::uint64_t> activations{0};
+  std::atomic<std::uint64_t> activation_failures{0};
 };
 
 // Turns the per-worker counters into Prometheus families at scrape time.

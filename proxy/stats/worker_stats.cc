@@ -15,7 +15,13 @@ void WorkerStats::merge(const WorkerStats& o) {
   upstream_retries += o.upstream_retries;
   upstream_ejections += o.upstream_ejections;
   upstream_fallbacks += o.upstream_fallbacks;
-  streams_aborted += o.streams_aborted;
+  for (std::size_t i = 0; i < streams_aborted.size(); ++i) streams_aborted[i] += o.streams_aborted[i];
+  for (std::size_t i = 0; i < shed.size(); ++i) shed[i] += o.shed[i];
+  for (const auto& [key, counts] : o.mirrors) {
+    auto& mine = mirrors[key];
+    for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += counts[i];
+  }
+  requests_queued += o.requests_queued;
   downstream_disconnects += o.downstream_disconnects;
   downstream_connections_active += o.downstream_connections_active;
   upstream_connections_active += o.upstream_connections_active;

@@ -47,6 +47,27 @@ inline constexpr const char* kDownstreamErrorNames[] = {
 enum class UpstreamError : std::uint8_t { ConnectFailure, Timeout, ProtocolError, Reset, Count };
 inline constexpr const char* kUpstreamErrorNames[] = {"connect_failure", "timeout", "protocol_error", "reset"};
 
+// Why a request got a fast 503 (or 429) without reaching a model.
+enum class ShedReason : std::uint8_t {
+  MaxRequests,      // circuit breaker, nobody may wait (or low priority)
+  MaxConnections,   // circuit breaker
+  QueueFull,        // the overload queue had no room
+  QueueTimeout,     // waited max_queue_time
+  Displaced,        // a higher priority took its place in the queue
+  ColdQueueFull,    // scale from zero: too many waiting already
+  ColdStartTimeout, // no endpoint turned healthy in time
+  RetryBudget,      // a retry was wanted but the budget was spent (not a shed: the failure went through)
+  Count
+};
+inline constexpr const char* kShedReasonNames[] = {"max_requests",       "max_connections", "queue_full",
+                                                   "queue_timeout",      "displaced",       "cold_queue_full",
+                                                   "cold_start_timeout", "retry_budget"};
+
+// Why a response that had started failed.
+enum class AbortReason : std::uint8_t { Reset, IdleTimeout, FirstTokenTimeout, RequestTimeout, Other, Count };
+inline constexpr const char* kAbortReasonNames[] = {"reset", "idle_timeout", "first_token_timeout", "request_timeout",
+                                                    "other"};
+
 // One worker's counters: plain integers, written only by that worker's
 // thread. The admin thread reads them by posting a copy request to the
 // worker (see MetricsCollector), so no atomics or locks are needed.
@@ -62,7 +83,11 @@ struct WorkerStats {
   std::uint64_t upstream_retries = 0;
   std::uint64_t upstream_ejections = 0;  // outlier detection took an endpoint out
   std::uint64_t upstream_fallbacks = 0;  // moved on to a route's fallback model
-  std::uint64_t streams_aborted = 0;  // response started, then failed
+  std::array<std::uint64_t, static_cast<std::size_t>(AbortReason::Count)> streams_aborted{};
+  std::array<std::uint64_t, static_cast<std::size_t>(ShedReason::Count)> shed{};
+  // Mirror (shadow) requests by model stats id: sent ok, failed, dropped.
+  std::unordered_map<std::uint32_t, std::array<std::uint64_t, 3>> mirrors;
+  std::int64_t requests_queued = 0;  // waiting for a slot or a cold model
   std::uint64_t downstream_disconnects = 0;  // client left before its response ended
   std::int64_t downstream_connections_active = 0;
   std::int64_t upstream_connections_active = 0;
@@ -73,6 +98,8 @@ struct WorkerStats {
   }
   void count(DownstreamError e) { ++downstream_errors[static_cast<std::size_t>(e)]; }
   void count(UpstreamError e) { ++upstream_errors[static_cast<std::size_t>(e)]; }
+  void count(ShedReason r) { ++shed[static_cast<std::size_t>(r)]; }
+  void count(AbortReason r) { ++streams_aborted[static_cast<std::size_t>(r)]; }
   void merge(const WorkerStats& o);
 };
 

@@ -1,0 +1,213 @@
+#include "proxy/upstream/health_checker.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "proxy/stats/metrics_collector.h"
+#include "proxy/upstream/load_balancer.h"
+
+namespace infermesh::upstream {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// One short HTTP/1.1 exchange on a fresh connection, bounded by `timeout`
+// overall. Returns the status, or 0 when there was no valid response.
+awaitable<unsigned> requestOnce(const std::string& ip, std::uint16_t port, std::string request,
+                                std::chrono::milliseconds timeout) {
+  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  boost::system::error_code ec;
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address(ip, ec), port);
+  if (ec) co_return 0;
+  stream.expires_after(timeout);
+  auto [cec] = co_await stream.async_connect(ep, kTuple);
+  if (cec) co_return 0;
+  auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(request), kTuple);
+  if (wec) co_return 0;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 * 1024);
+  auto [rec, rn] = co_await http::async_read(stream, buffer, parser, kTuple);
+  if (rec) co_return 0;
+  co_return parser.get().result_int();
+}
+
+struct Probe {
+  std::string ip;
+  std::uint16_t port = 0;
+  std::string address;
+  config::HealthCheckConfig check;
+  ActiveHealth state = ActiveHealth::Unknown;
+  std::uint32_t passes = 0;
+  std::uint32_t failures = 0;
+  bool stopped = false;
+  asio::steady_timer timer;
+  explicit Probe(asio::io_context& io) : timer(io) {}
+};
+
+}  // namespace
+
+struct HealthChecker::Impl {
+  Publish publish;
+  stats::ProcessStats& stats;
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  std::thread thread;
+  std::mt19937_64 rng{std::random_device{}()};
+  std::unordered_map<std::uint64_t, std::shared_ptr<Probe>> probes;  // by endpoint key
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> activating;  // by model name
+  std::shared_ptr<const config::Snapshot> snapshot;
+
+  Impl(Publish p, stats::ProcessStats& s) : publish(std::move(p)), stats(s) {}
+
+  void apply(std::shared_ptr<const config::Snapshot> snap) {
+    snapshot = std::move(snap);
+    std::unordered_map<std::uint64_t, std::pair<const config::EndpointConfig*, const config::HealthCheckConfig*>> want;
+    for (const auto& m : snapshot->models)
+      if (m.health_check.enabled())
+        for (const auto& ep : m.endpoints) want.emplace(ep.key, std::make_pair(&ep, &m.health_check));
+    for (auto it = probes.begin(); it != probes.end();) {
+      if (want.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      // No longer checked: it stops counting as unhealthy anywhere.
+      auto& p = *it->second;
+      p.stopped = true;
+      p.timer.cancel();
+      if (p.state == ActiveHealth::Unhealthy) --stats.endpoints_unhealthy;
+      publish(it->first, true);
+      it = probes.erase(it);
+    }
+    for (const auto& [key, what] : want) {
+      auto& p = probes[key];
+      if (p) {
+        p->check = *what.second;
+        continue;
+      }
+      p = std::make_shared<Probe>(io);
+      p->ip = what.first->ip;
+      p->port = what.first->port;
+      p->address = what.first->address;
+      p->check = *what.second;
+      asio::co_spawn(io, run(key, p), asio::detached);
+    }
+  }
+
+  awaitable<void> run(std::uint64_t key, std::shared_ptr<Probe> p) {
+    while (!p->stopped) {
+      const std::string request = "GET " + p->check.path + " HTTP/1.1\r\nhost: " + p->address +
+                                  "\r\nuser-agent: infermesh-health-check\r\nconnection: close\r\n\r\n";
+      const unsigned status = co_await requestOnce(p->ip, p->port, request, p->check.timeout);
+      if (p->stopped) co_return;
+      record(key, *p, status >= 200 && status < 300);
+      auto wait = p->check.interval;
+      if (p->check.jitter.count() > 0)
+        wait += std::chrono::milliseconds(std::uniform_int_distribution<long>(0, p->check.jitter.count())(rng));
+      p->timer.expires_after(wait);
+      co_await p->timer.async_wait(kTuple);
+    }
+  }
+
+  void record(std::uint64_t key, Probe& p, bool ok) {
+    // The first result decides at once; after that the thresholds apply.
+    if (ok) {
+      ++stats.health_checks_passed;
+      ++p.passes;
+      p.failures = 0;
+      if (p.state != ActiveHealth::Healthy &&
+          (p.state == ActiveHealth::Unknown || p.passes >= p.check.healthy_threshold)) {
+        if (p.state == ActiveHealth::Unhealthy) {
+          --stats.endpoints_unhealthy;
+          spdlog::info("health check: {} is healthy again", p.address);
+        }
+        p.state = ActiveHealth::Healthy;
+        publish(key, true);
+        // Models served by it are no longer cold.
+        for (const auto& m : snapshot->models)
+          for (const auto& ep : m.endpoints)
+            if (ep.key == key) activating.erase(m.name);
+      }
+    } else {
+      ++stats.health_checks_failed;
+      ++p.failures;
+      p.passes = 0;
+      if (p.state != ActiveHealth::Unhealthy &&
+          (p.state == ActiveHealth::Unknown || p.failures >= p.check.unhealthy_threshold)) {
+        p.state = ActiveHealth::Unhealthy;
+        ++stats.endpoints_unhealthy;
+        spdlog::warn("health check: {} is unhealthy", p.address);
+        publish(key, false);
+      }
+    }
+  }
+
+  void activate(const std::string& model, const config::ActivationConfig& a) {
+    const auto now = std::chrono::steady_clock::now();
+    if (auto it = activating.find(model); it != activating.end() && it->second > now) return;
+    activating[model] = now + a.queue_timeout;
+    ++stats.activations;
+    spdlog::info("model {} has no healthy endpoint: calling its activation webhook {}", model, a.webhook);
+    const std::string body = "{\"model\":\"" + model + "\"}";
+    std::string request = "POST " + a.path + " HTTP/1.1\r\nhost: " + a.host_header +
+                          "\r\ncontent-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
+                          "\r\nconnection: close\r\n\r\n" + body;
+    asio::co_spawn(
+        io,
+        [this, a, model, request = std::move(request)]() -> awaitable<void> {
+          const unsigned status = co_await requestOnce(a.ip, a.port, request, std::chrono::seconds(5));
+          if (status < 200 || status >= 300) {
+            ++stats.activation_failures;
+            spdlog::warn("activation webhook for model {} failed (status {})", model, status);
+          }
+        },
+        asio::detached);
+  }
+};
+
+HealthChecker::HealthChecker(Publish publish, stats::ProcessStats& stats)
+    : impl_(std::make_shared<Impl>(std::move(publish), stats)) {}
+
+HealthChecker::~HealthChecker() { stop(); }
+
+void HealthChecker::start() {
+  impl_->thread = std::thread([impl = impl_] { impl->io.run(); });
+}
+
+void HealthChecker::stop() {
+  if (!impl_->thread.joinable()) return;
+  impl_->io.stop();
+  impl_->thread.join();
+}
+
+void HealthChecker::update(std::shared_ptr<const config::Snapshot> snapshot) {
+  asio::post(impl_->io, [impl = impl_, snapshot = std::move(snapshot)]() mutable { impl->apply(std::move(snapshot)); });
+}
+
+void HealthChecker::activate(std::shared_ptr<const config::Snapshot> snapshot, const config::ModelConfig& model) {
+  if (!model.activation.enabled()) return;
+  asio::post(impl_->io, [impl = impl_, snapshot = std::move(snapshot), &model] {
+    impl->activate(model.name, model.activation);  // the snapshot keeps `model` alive
+  });
+}
+
+}  // namespace infermesh::upstream
