@@ -38,6 +38,8 @@ struct Options {
   double rate_500 = 0;
   double rate_reset = 0;    // streams cut mid-way by a connection reset
   int retry_after_s = 1;
+  unsigned context_window = 0;   // prompt tokens; more gets 400 context_length_exceeded
+  unsigned max_concurrency = 0;  // generations at once; more wait in a queue
 };
 
 Options g_opt;
@@ -45,6 +47,11 @@ std::atomic<std::uint64_t> g_connections{0};
 std::atomic<std::uint64_t> g_requests{0};
 std::atomic<std::int64_t> g_in_flight{0};
 std::atomic<std::uint64_t> g_created{1700000000};
+std::atomic<std::int64_t> g_generating{0};  // holding a generation slot
+std::atomic<std::int64_t> g_waiting{0};     // queued for one
+std::atomic<bool> g_health_down{false};
+std::atomic<std::uint64_t> g_activations{0};
+std::atomic<std::uint64_t> g_shadow_requests{0};
 
 constexpr const char* kWords[] = {"Hello", " from", " the", " infermesh", " mock", " model", ".", " Tokens",
                                   " stream", " one", " by", " one", " over", " SSE", "."};
@@ -158,7 +165,6 @@ class Session {
       parser.body_limit(64 * 1024 * 1024);
       auto [ec, n] = co_await http::async_read(socket_, buffer, parser, kTuple);
       if (ec) co_return;
-      ++g_requests;
       ++g_in_flight;
       bool keep = co_await handle(parser.get());
       --g_in_flight;
@@ -173,10 +179,39 @@ class Session {
     co_await t.async_wait(kTuple);
   }
 
+  // ORCA load report: requests queued behind the ones generating, and a
+  // KV-cache utilisation that grows with the generations in progress.
   std::string commonHeaders() const {
-    return "x-mock-server: " + g_opt.name + "\r\nendpoint-load-metrics: TEXT named_metrics.queue_depth=" +
-           std::to_string(std::max<std::int64_t>(0, g_in_flight.load() - 1)) + "\r\n";
+    const std::int64_t queued =
+        g_opt.max_concurrency ? g_waiting.load() : std::max<std::int64_t>(0, g_in_flight.load() - 1);
+    const double kv = std::min(1.0, static_cast<double>(g_generating.load()) /
+                                        static_cast<double>(g_opt.max_concurrency ? g_opt.max_concurrency : 16));
+    char report[128];
+    std::snprintf(report, sizeof report,
+                  "endpoint-load-metrics: TEXT named_metrics.queue_depth=%lld, named_metrics.kv_cache_utilization=%.2f\r\n",
+                  static_cast<long long>(queued), kv);
+    return "x-mock-server: " + g_opt.name + "\r\n" + report;
   }
+
+  // A generation slot (with --max-concurrency): waits its turn like a model
+  // server's scheduler queue.
+  awaitable<void> takeSlot() {
+    if (g_opt.max_concurrency == 0) {
+      ++g_generating;
+      co_return;
+    }
+    ++g_waiting;
+    for (;;) {
+      auto cur = g_generating.load();
+      if (cur < static_cast<std::int64_t>(g_opt.max_concurrency) && g_generating.compare_exchange_weak(cur, cur + 1))
+        break;
+      co_await sleep(2);
+    }
+    --g_waiting;
+  }
+  struct Slot {
+    ~Slot() { --g_generating; }
+  };
 
   awaitable<bool> writeFull(unsigned status, std::string_view content_type, const std::string& body,
                             std::string extra = {}) {
@@ -208,10 +243,24 @@ class Session {
   awaitable<bool> handle(http::request<http::string_body>& req) {
     const std::string target(req.target());
     const bool keep = req.keep_alive();
-    if (target == "/health") co_return co_await writeFull(200, "text/plain", "ok\n") && keep;
+    // "requests" counts model traffic, not probes and test controls.
+    if (!target.starts_with("/mock/") && target != "/health") ++g_requests;
+    if (target == "/health")
+      co_return co_await writeFull(g_health_down ? 503 : 200, "text/plain", g_health_down ? "down\n" : "ok\n") && keep;
+    // Test controls: fail or pass /health from now on; count activation calls.
+    if (target == "/mock/health/down" || target == "/mock/health/up") {
+      g_health_down = target == "/mock/health/down";
+      co_return co_await writeFull(200, "text/plain", "ok\n") && keep;
+    }
+    if (target == "/mock/activate") {
+      ++g_activations;
+      co_return co_await writeFull(202, "application/json", "{\"activating\":true}") && keep;
+    }
     if (target == "/mock/stats") {
       std::string body = "{\"connections\":" + std::to_string(g_connections.load()) +
-                         ",\"requests\":" + std::to_string(g_requests.load()) + "}";
+                         ",\"requests\":" + std::to_string(g_requests.load()) +
+                         ",\"activations\":" + std::to_string(g_activations.load()) +
+                         ",\"shadow_requests\":" + std::to_string(g_shadow_requests.load()) + "}";
       co_return co_await writeFull(200, "application/json", body) && keep;
     }
     if (target == "/mock/echo") {
@@ -252,6 +301,7 @@ class Session {
     if (req.method() != http::verb::post)
       co_return co_await writeFull(405, "application/json",
                                    errorJson("Use POST", "invalid_request_error", "method_not_allowed")) && keep;
+    if (req.count("x-infermesh-shadow")) ++g_shadow_requests;
     Request r;
     std::string error;
     if (!parseRequest(req.body(), r, error))
@@ -272,6 +322,15 @@ class Session {
                                    errorJson("The server had an error while processing your request", "server_error",
                                              "internal_error")) && keep;
 
+    if (g_opt.context_window && static_cast<unsigned>(r.prompt_tokens) > g_opt.context_window)
+      co_return co_await writeFull(
+          400, "application/json",
+          errorJson("This model's maximum context length is " + std::to_string(g_opt.context_window) +
+                        " tokens. However, your messages resulted in " + std::to_string(r.prompt_tokens) + " tokens.",
+                    "invalid_request_error", "context_length_exceeded")) && keep;
+
+    co_await takeSlot();
+    Slot slot;
     const std::string id = "chatcmpl-mock" + std::to_string(g_created.fetch_add(1));
     if (embeddings) {
       co_await sleep(g_opt.ttft_ms);
@@ -388,6 +447,9 @@ void usage() {
                "usage: infermesh-mock-model [--host IP] [--port N] [--threads N] [--models a,b] [--name NAME]\n"
                "       [--ttft-ms N] [--chunk-delay-ms N] [--chunks N]\n"
                "       [--error-429-rate R] [--error-500-rate R] [--reset-rate R] [--retry-after S]\n"
+               "       [--context-window TOKENS] [--max-concurrency N]\n"
+               "Test controls: GET /mock/health/down and /mock/health/up flip /health; POST /mock/activate\n"
+               "is counted (an activation webhook); /mock/stats reports counts.\n"
                "Prints \"listening IP:PORT\" once ready. Rates are 0..1.\n");
 }
 
@@ -418,6 +480,8 @@ int main(int argc, char** argv) {
       else if (a == "--error-500-rate") g_opt.rate_500 = std::stod(v);
       else if (a == "--reset-rate") g_opt.rate_reset = std::stod(v);
       else if (a == "--retry-after") g_opt.retry_after_s = std::stoi(v);
+      else if (a == "--context-window") g_opt.context_window = static_cast<unsigned>(std::stoul(v));
+      else if (a == "--max-concurrency") g_opt.max_concurrency = static_cast<unsigned>(std::stoul(v));
       else {
         usage();
         return 2;

@@ -14,10 +14,14 @@ void ProxyTest::SetUpTestSuite() {
   resetting = startMock("resetting", {"--models", models, "--chunk-delay-ms", "20", "--chunks", "8", "--reset-rate", "1"});
   sluggish = startMock("sluggish", {"--models", models, "--ttft-ms", "3000"});
   limited = startMock("limited", {"--models", models, "--error-429-rate", "1", "--retry-after", "30"});
+  failing = startMock("failing", {"--models", models, "--error-500-rate", "1"});
+  windowed = startMock("windowed", {"--models", models, "--context-window", "50"});
+  toggled = startMock("toggled", {"--models", models});
 }
 
 void ProxyTest::TearDownTestSuite() {
-  for (Mock* m : {&fast_a, &fast_b, &slow, &resetting, &sluggish, &limited}) m->process.reset();
+  for (Mock* m : {&fast_a, &fast_b, &slow, &resetting, &sluggish, &limited, &failing, &windowed, &toggled})
+    m->process.reset();
 }
 
 Mock ProxyTest::startMock(const std::string& name, std::vector<std::string> args) {
@@ -91,11 +95,12 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
   return y.str();
 }
 
-void ProxyTest::startProxy(const std::string& config_yaml, int workers) {
+void ProxyTest::startProxy(const std::string& config_yaml, int workers, std::vector<std::string> extra_args) {
   dir.write("config.yaml", config_yaml);
-  proxy = Process::start({bin_dir + "/proxy/infermesh-proxy", "--config", dir.path(), "--admin", "127.0.0.1:0",
-                          "--workers", std::to_string(workers), "--drain-timeout", "10"},
-                         dir.path() + "/proxy.log");
+  std::vector<std::string> argv{bin_dir + "/proxy/infermesh-proxy", "--config", dir.path(), "--admin", "127.0.0.1:0",
+                                "--workers", std::to_string(workers), "--drain-timeout", "10"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  proxy = Process::start(argv, dir.path() + "/proxy.log");
   port = portOf(proxy->waitForLine("listener main "));
   admin = portOf(proxy->waitForLine("admin "));
   ASSERT_GT(port, 0) << "proxy did not start; see " << dir.path() << "/proxy.log";
@@ -129,10 +134,13 @@ double ProxyTest::metricReaching(const std::string& name, const std::string& lab
   return v;
 }
 
-int ProxyTest::mockConnections(const Mock& m) {
+int ProxyTest::mockConnections(const Mock& m) { return mockStat(m, "connections"); }
+
+int ProxyTest::mockStat(const Mock& m, const std::string& key) {
   const std::string body = httpGetBody(m.port, "/mock/stats");
-  const auto at = body.find("\"connections\":");
-  return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + 14);
+  const std::string label = "\"" + key + "\":";
+  const auto at = body.find(label);
+  return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + label.size());
 }
 
 }  // namespace infermesh::testing

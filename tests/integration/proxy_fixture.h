@@ -27,7 +27,7 @@ class ProxyTest : public ::testing::Test {
 
   // The YAML the proxy starts with; tests may override parts.
   std::string baseConfig(const std::string& listener_extra = "") const;
-  void startProxy(const std::string& config_yaml, int workers = 1);
+  void startProxy(const std::string& config_yaml, int workers = 1, std::vector<std::string> extra_args = {});
   HttpResponse chat(const std::string& model, bool stream = false);
   // Sum of a metric's samples whose label text contains `labels`.
   double metric(const std::string& name, const std::string& labels = "") { return scrape(admin, name, labels); }
@@ -37,8 +37,10 @@ class ProxyTest : public ::testing::Test {
   // its value after 2 s.
   double metricReaching(const std::string& name, const std::string& labels, double expected);
   int mockConnections(const Mock& m);
+  // A number from the mock's /mock/stats ("requests", "activations" ...).
+  static int mockStat(const Mock& m, const std::string& key);
 
-  static inline Mock fast_a, fast_b, slow, resetting, sluggish, limited;
+  static inline Mock fast_a, fast_b, slow, resetting, sluggish, limited, failing, windowed, toggled;
   static inline std::string bin_dir;
   TempDir dir;
   std::unique_ptr<Process> proxy;
