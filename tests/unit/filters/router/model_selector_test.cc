@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "filters/builtin.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
 
@@ -11,6 +12,7 @@ namespace infermesh::router {
 namespace {
 
 std::shared_ptr<const config::Snapshot> compile(const std::string& yaml) {
+  filters::registerBuiltinFilters();
   config::YamlLoader loader;
   loader.loadText(yaml, "test.yaml");
   EXPECT_TRUE(loader.errors().empty()) << config::joinErrors(loader.errors());
