@@ -6,9 +6,11 @@
 
 #include "filters/builtin.h"
 #include "filters/router/model_extractor.h"
+#include "filters/router/model_selector.h"
 #include "filters/router/route_matcher.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
+#include "proxy/upstream/load_balancer.h"
 
 namespace {
 
@@ -76,6 +78,71 @@ void BM_MatchRouteByHeader1000(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(router::matchRoute(*snap, 0, req, "m"));
 }
 BENCHMARK(BM_MatchRouteByHeader1000)->Arg(0)->Arg(999);
+
+// One model with 8 endpoints under each policy: the per-attempt pick.
+void BM_PickEndpoint(benchmark::State& state) {
+  config::ModelConfig m;
+  m.lb.policy = static_cast<config::LbPolicy>(state.range(0));
+  for (int i = 0; i < 8; ++i) {
+    config::EndpointConfig e;
+    e.key = 100 + static_cast<std::uint64_t>(i);
+    m.endpoints.push_back(e);
+    m.total_weight += e.weight;
+  }
+  upstream::EndpointStates states;
+  const auto now = upstream::Clock::now();
+  for (int i = 0; i < 8; ++i) {
+    auto& h = states.get(100 + static_cast<std::uint64_t>(i));
+    h.outstanding = i % 3;
+    upstream::recordLatency(h, 0.05 * (i + 1), now);
+    h.reported_queue_depth = i;
+    h.reported_at = now;
+  }
+  std::vector<bool> tried(8, false);
+  std::uint32_t rr = 0;
+  std::mt19937_64 rng(1);
+  std::uint64_t key = 0;
+  for (auto _ : state) {
+    const upstream::PickRequest req{tried, now, ++key * 0x9e3779b97f4a7c15ULL};
+    benchmark::DoNotOptimize(upstream::pickEndpoint(m, states, rr, rng, req));
+  }
+}
+BENCHMARK(BM_PickEndpoint)->ArgName("policy")->DenseRange(0, 4);
+
+// The whole per-request decision with 1,000 models: route match, then an
+// "auto" selection over every model by price, then the endpoint pick.
+void BM_RoutingDecision1000Auto(benchmark::State& state) {
+  filters::registerBuiltinFilters();
+  std::string yaml =
+      "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\n"
+      "spec: {address: '127.0.0.1:0', filters: [{name: router}]}\n"
+      "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: auto}\n"
+      "spec: {match: {pathPrefix: /v1/}, autoSelect: {objective: cheapest}}\n";
+  for (int i = 0; i < 1000; ++i)
+    yaml += "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: model-" + std::to_string(i) +
+            "}\nspec: {capabilities: [" + (i % 2 ? "chat" : "embeddings") + "], pricing: {inputPer1kTokens: " +
+            std::to_string(1 + (i * 7919) % 1000) + "}, endpoints: [{address: '127.0.0.1:" + std::to_string(10000 + i) +
+            "'}, {address: '127.0.0.2:" + std::to_string(10000 + i) + "'}]}\n";
+  config::YamlLoader loader;
+  loader.loadText(yaml, "bench.yaml");
+  auto snap = config::compile(loader.resources(), 1).snapshot;
+  filter::RequestHead req;
+  req.method = "POST";
+  req.target = "/v1/chat/completions";
+  upstream::EndpointStates states;
+  std::vector<bool> tried(2, false);
+  std::uint32_t rr = 0;
+  std::mt19937_64 rng(1);
+  router::AutoRequest ar;
+  ar.capability = "chat";
+  for (auto _ : state) {
+    const auto* route = router::matchRoute(*snap, 0, req, "auto");
+    const auto* model = router::selectModel(*snap, *route, ar);
+    const upstream::PickRequest pick{tried, upstream::Clock::now()};
+    benchmark::DoNotOptimize(upstream::pickEndpoint(*model, states, rr, rng, pick));
+  }
+}
+BENCHMARK(BM_RoutingDecision1000Auto);
 
 }  // namespace
 

@@ -60,8 +60,10 @@ const config::ModelConfig* selectModel(const config::Snapshot& snapshot, const c
   };
   if (!sel.candidates.empty())
     for (std::size_t i = 0; i < sel.candidates.size(); ++i) consider(*sel.candidates[i], i);
-  else
-    for (std::size_t i = 0; i < snapshot.models.size(); ++i) consider(snapshot.models[i], i);
+  else {
+    const auto& capable = snapshot.modelsWith(request.capability);
+    for (std::size_t i = 0; i < capable.size(); ++i) consider(*capable[i], i);
+  }
   return best ? best : best_unavailable;
 }
 

@@ -101,6 +101,8 @@ class Compiler {
       errors_.push_back(ConfigError{"", "", "", 0, "no Listener defined: the proxy would accept no traffic"});
     snap->models.reserve(r_.models.size());  // pointers into it are handed out below
     for (const auto& m : r_.models) model(*snap, m);
+    for (const auto& m : snap->models)
+      for (const auto& c : m.capabilities) snap->models_by_capability[c].push_back(&m);
     for (const auto& l : r_.listeners) listener(*snap, l);
     std::vector<std::pair<int, RouteConfig>> ordered;
     for (const auto& rt : r_.routes) route(*snap, rt, ordered);

@@ -212,11 +212,18 @@ struct Snapshot {
   std::vector<std::vector<std::uint32_t>> routes_naming_model;  // by model index
   std::vector<std::uint32_t> routes_any_model;
   std::unordered_map<std::string, const ModelConfig*, StringHash, std::equal_to<>> model_by_name;  // names and aliases
+  // Models by capability, in source order (capability selection).
+  std::unordered_map<std::string, std::vector<const ModelConfig*>, StringHash, std::equal_to<>> models_by_capability;
   std::string dump_json;  // the source resources as JSON, for /config_dump
 
   const ModelConfig* findModel(std::string_view name) const {
     auto it = model_by_name.find(name);
     return it == model_by_name.end() ? nullptr : it->second;
+  }
+  const std::vector<const ModelConfig*>& modelsWith(std::string_view capability) const {
+    static const std::vector<const ModelConfig*> kNone;
+    auto it = models_by_capability.find(capability);
+    return it == models_by_capability.end() ? kNone : it->second;
   }
   const ListenerConfig* findListener(std::string_view name) const {
     for (const auto& l : listeners)

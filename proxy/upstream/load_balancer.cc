@@ -1,6 +1,7 @@
 #include "proxy/upstream/load_balancer.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -44,13 +45,17 @@ double currentEwma(const EndpointHealth& h, Clock::time_point now) {
 }
 
 void recordLatency(EndpointHealth& h, double seconds, Clock::time_point now) {
-  if (h.ewma_seconds == 0) {
+  const double current = currentEwma(h, now);
+  if (h.ewma_seconds == 0 || seconds > current) {
+    // Peak-sensitive: a slower sample counts at once, so a backend that
+    // starts queueing loses traffic before its queue is long.
     h.ewma_seconds = seconds;
   } else {
-    // Time-weighted: a sample after a long quiet spell counts for more.
+    // Faster samples pull it down gradually, weighted by the time since the
+    // last one (a sample after a quiet spell counts for more).
     const double dt = std::chrono::duration<double>(now - h.ewma_at).count();
     const double alpha = std::clamp(1.0 - std::exp(-std::max(dt, 0.0) / 1.0), 0.1, 1.0);
-    h.ewma_seconds = currentEwma(h, now) + alpha * (seconds - currentEwma(h, now));
+    h.ewma_seconds = current + alpha * (seconds - current);
   }
   h.ewma_at = now;
 }
@@ -96,45 +101,65 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
                  std::mt19937_64& rng, const PickRequest& req) {
   const auto& eps = model.endpoints;
   const std::size_t n = eps.size();
-  auto allowed = [&](std::size_t i) { return !req.tried[i] && regionAllowed(eps[i], req); };
-  if (n == 1) return allowed(0) ? 0 : -1;  // nothing to choose
+  if (n == 1) return !req.tried[0] && regionAllowed(eps[0], req) ? 0 : -1;  // nothing to choose
   const auto now = req.now;
-  auto available = [&](std::size_t i) { return states.get(eps[i].key).available(now); };
-
+  // Each endpoint's state and filters, looked up once per pick (on the
+  // stack for the usual pool sizes).
+  struct Candidate {
+    EndpointHealth* health;
+    std::uint64_t tier;
+    bool allowed;  // passes the region filters
+    bool available;
+  };
+  std::array<Candidate, 32> small;
+  std::vector<Candidate> large;
+  Candidate* c = small.data();
+  if (n > small.size()) {
+    large.resize(n);
+    c = large.data();
+  }
   // Localities, nearest first: own zone, own region, then by priority.
   // Without locality, priority alone orders them.
   const bool by_place = model.locality.enabled && req.self != nullptr;
-  auto tier = [&](std::size_t i) -> std::uint64_t {
+  bool one_tier = true;
+  for (std::size_t i = 0; i < n; ++i) {
     const auto& ep = eps[i];
-    if (!by_place) return ep.priority;
-    if (!req.self->zone.empty() && ep.zone == req.self->zone) return 0;
-    if (!req.self->region.empty() && ep.region == req.self->region) return 1;
-    return 2 + std::uint64_t{ep.priority};
-  };
+    c[i].health = &states.get(ep.key);
+    c[i].allowed = regionAllowed(ep, req);
+    c[i].available = c[i].health->available(now);
+    if (!by_place) c[i].tier = ep.priority;
+    else if (!req.self->zone.empty() && ep.zone == req.self->zone) c[i].tier = 0;
+    else if (!req.self->region.empty() && ep.region == req.self->region) c[i].tier = 1;
+    else c[i].tier = 2 + std::uint64_t{ep.priority};
+    one_tier = one_tier && c[i].tier == c[0].tier;
+  }
+  auto allowed = [&](std::size_t i) { return !req.tried[i] && c[i].allowed; };
+  auto available = [&](std::size_t i) { return c[i].available; };
+  auto tier = [&](std::size_t i) { return c[i].tier; };
   // The nearest locality whose healthy share reaches the threshold; else the
   // nearest with any available endpoint; else (nothing available at all)
   // the nearest with an allowed one, health ignored: better a doubtful
-  // endpoint than a certain 503. Scans instead of lists: no allocation.
+  // endpoint than a certain 503.
   std::uint64_t chosen = kNoTier, first_available = kNoTier, first_allowed = kNoTier;
   for (std::uint64_t prev = 0, t = kNoTier;; prev = t + 1, t = kNoTier) {
     for (std::size_t i = 0; i < n; ++i)
-      if (regionAllowed(eps[i], req) && tier(i) >= prev) t = std::min(t, tier(i));
+      if (c[i].allowed && tier(i) >= prev) t = std::min(t, tier(i));
     if (t == kNoTier) break;
     std::size_t members = 0, healthy = 0, usable = 0, untried = 0;
     for (std::size_t i = 0; i < n; ++i) {
-      if (tier(i) != t || !regionAllowed(eps[i], req)) continue;
+      if (tier(i) != t || !c[i].allowed) continue;
       ++members;
       healthy += available(i);
       untried += !req.tried[i];
       usable += !req.tried[i] && available(i);
     }
-    if (usable > 0 && healthy * 100 >= members * model.locality.spillover_threshold_percent) {
+    if (usable > 0 && (one_tier || healthy * 100 >= members * model.locality.spillover_threshold_percent)) {
       chosen = t;
       break;
     }
     if (usable > 0 && first_available == kNoTier) first_available = t;
     if (untried > 0 && first_allowed == kNoTier) first_allowed = t;
-    if (t == kNoTier - 1) break;
+    if (one_tier || t == kNoTier - 1) break;
   }
   bool need_available = true;
   if (chosen == kNoTier) chosen = first_available;
@@ -182,7 +207,7 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
       };
       std::int64_t total = 0;
       for (std::size_t i = 0; i < n; ++i)
-        if (eligible(i)) total += states.get(eps[i].key).outstanding;
+        if (eligible(i)) total += c[i].health->outstanding;
       const double bound =
           std::ceil(model.lb.bounded_load_factor * static_cast<double>(total + 1) / static_cast<double>(count));
       double below = std::numeric_limits<double>::infinity();
@@ -198,7 +223,7 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
           }
         }
         if (best == n) break;
-        if (static_cast<double>(states.get(eps[best].key).outstanding + 1) <= bound) return static_cast<int>(best);
+        if (static_cast<double>(c[best].health->outstanding + 1) <= bound) return static_cast<int>(best);
         below = best_score;
       }
       return static_cast<int>(nth(0));
@@ -210,7 +235,7 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
   // The two-choice policies: two distinct random candidates, the lower cost
   // wins. Cost per unit of weight.
   auto cost = [&](std::size_t i) -> double {
-    const auto& h = states.get(eps[i].key);
+    const auto& h = *c[i].health;
     const double inflight = static_cast<double>(h.outstanding);
     double c = inflight;
     if (model.lb.policy == config::LbPolicy::Ewma) {

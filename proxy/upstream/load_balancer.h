@@ -84,7 +84,8 @@ bool regionAllowed(const config::EndpointConfig& ep, const PickRequest& req);
 bool recordOutcome(const config::ModelConfig& model, EndpointStates& states, std::size_t endpoint, bool success,
                    Clock::time_point now);
 
-// Feeds a time-to-first-byte sample into the endpoint's EWMA.
+// Feeds a time-to-first-byte sample into the endpoint's peak EWMA: higher
+// samples take effect at once, lower ones are averaged in.
 void recordLatency(EndpointHealth& h, double seconds, Clock::time_point now);
 // The EWMA as of `now`: it halves every 10 s without samples, so a slow
 // endpoint is tried again once it has had time to recover.
