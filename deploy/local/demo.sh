@@ -35,7 +35,7 @@ start() {  # name log command...
   exit 1
 }
 
-models=llama-3-8b-instruct,text-embedding-small
+models=llama-3-8b-instruct,llama-3-70b-instruct,text-embedding-small
 start "listening" "$RUN/mock-a.log" "$BIN/bench/infermesh-mock-model" --port 18001 --name mock-a --models "$models" --chunk-delay-ms 80
 start "listening" "$RUN/mock-b.log" "$BIN/bench/infermesh-mock-model" --port 18002 --name mock-b --models "$models" --chunk-delay-ms 80
 start "admin " "$RUN/control.log" "$BIN/controlplane/infermesh-control" --config-dir deploy/local \
@@ -54,12 +54,16 @@ curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions \
   -H 'content-type: application/json' \
   -d '{"model":"llama3","messages":[{"role":"user","content":"Say hello to the mesh"}]}'
 echo
-grep -iE '^(x-mock-server|x-request-id)' "$RUN/headers.txt" | sed 's/^/   /'
+grep -iE '^(x-mock-server|x-infermesh-model|x-request-id)' "$RUN/headers.txt" | sed 's/^/   /'
 echo
 echo "== the same request, streamed (SSE, one event per token)"
 curl -sSN http://127.0.0.1:18080/v1/chat/completions \
   -H 'content-type: application/json' \
   -d '{"model":"llama3","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream it"}]}'
+echo
+echo "== \"model\": \"auto\" with capability code: the cheapest capable model answers (see x-infermesh-model)"
+curl -sS -D - -o /dev/null http://127.0.0.1:18080/v1/chat/completions -H 'x-infermesh-capability: code' \
+  -d '{"model":"auto","messages":[{"role":"user","content":"Write a sort"}]}' | grep -i '^x-infermesh-model' | sed 's/^/   /'
 echo
 echo "== an unknown model gets an OpenAI-shaped error"
 curl -sS http://127.0.0.1:18080/v1/chat/completions -d '{"model":"gpt-9","messages":[]}'
