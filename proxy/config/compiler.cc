@@ -318,9 +318,11 @@ class Compiler {
         if (other.ip == lc.ip && other.port == lc.port && lc.port != 0)
           errors_.push_back(l.error("spec.address", "already used by Listener/" + other.name));
     }
-    if (!spec.protocol().empty() && spec.protocol() != "http1")
+    if (spec.protocol() == "http2") lc.protocol = ListenerProtocol::Http2;
+    else if (spec.protocol() == "auto") lc.protocol = ListenerProtocol::Auto;
+    else if (!spec.protocol().empty() && spec.protocol() != "http1")
       errors_.push_back(l.error("spec.protocol", "unsupported protocol \"" + spec.protocol() +
-                                                     "\" (supported: http1)"));
+                                                     "\" (http1, http2 or auto)"));
     const auto& lim = spec.limits();
     if (lim.max_request_header_bytes()) {
       lc.limits.max_request_header_bytes = lim.max_request_header_bytes();
@@ -328,6 +330,7 @@ class Compiler {
         errors_.push_back(l.error("spec.limits.maxRequestHeaderBytes", "must be at least 1024"));
     }
     if (lim.max_request_body_bytes()) lc.limits.max_request_body_bytes = lim.max_request_body_bytes();
+    if (lim.max_concurrent_streams()) lc.limits.max_concurrent_streams = lim.max_concurrent_streams();
     auto duration = [&](bool has, const pb::Duration& d, std::chrono::milliseconds& into, const char* path) {
       if (!has) return;
       into = toMillis(d);

@@ -182,13 +182,17 @@ struct ListenerLimits {
   std::chrono::milliseconds header_timeout{30000};
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds idle_timeout{60000};
+  std::uint32_t max_concurrent_streams = 100;
 };
+
+enum class ListenerProtocol { Http1, Http2, Auto };
 
 struct ListenerConfig {
   std::string name;
   std::string ip;
   std::uint16_t port = 0;
   std::uint32_t index = 0;
+  ListenerProtocol protocol = ListenerProtocol::Http1;
   ListenerLimits limits;
   std::vector<std::shared_ptr<const filter::FilterFactory>> filters;
   std::string access_log;  // path, "stdout", or empty

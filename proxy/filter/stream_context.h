@@ -78,6 +78,7 @@ struct StreamContext {
   RequestHead request;
   std::string request_id;
   std::string client_address;
+  std::string_view protocol = "HTTP/1.1";  // as received
   std::chrono::steady_clock::time_point start;
 
   // Filled by the router once the body has been read.

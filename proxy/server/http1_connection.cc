@@ -289,11 +289,7 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
   if (!response_complete_) keep_alive_ = false;
 
   fm.log();
-  auto& st = worker_.stats();
-  st.countRequest(ctx.route ? ctx.route->stats_id : 0, ctx.target_model ? ctx.target_model->stats_id : 0,
-                  ctx.response_status);
-  st.request_duration.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count());
-  if (auto* log = worker_.accessLog(listener_index_)) writeAccessLog(ctx, *log);
+  recordStreamEnd(worker_, ctx, listener_index_);
   worker_.streamEnded();
   ctx_ = nullptr;
   filters_ = nullptr;
@@ -402,38 +398,6 @@ void Http1Connection::abort() {
   // Closing without the final chunk (or short of the content length) is
   // how HTTP/1.1 tells the client the response is incomplete.
   close();
-}
-
-void Http1Connection::writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) const {
-  const auto now = std::chrono::steady_clock::now();
-  auto ms = [&](std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double, std::milli>(t - ctx.start).count();
-  };
-  std::string line = "{\"request_id\":";
-  appendJsonString(line, ctx.request_id);
-  line += ",\"client\":";
-  appendJsonString(line, ctx.client_address);
-  line += ",\"method\":";
-  appendJsonString(line, ctx.request.method);
-  line += ",\"path\":";
-  appendJsonString(line, ctx.request.target);
-  line += ",\"status\":" + std::to_string(ctx.response_status);
-  line += ",\"model\":";
-  appendJsonString(line, ctx.model);
-  line += ",\"route\":";
-  appendJsonString(line, ctx.route ? ctx.route->name : std::string());
-  line += ",\"upstream\":";
-  appendJsonString(line, ctx.upstream_address);
-  line += ",\"attempts\":" + std::to_string(ctx.upstream_attempts);
-  line += ",\"stream\":" + std::string(ctx.stream ? "true" : "false");
-  line += ",\"bytes_in\":" + std::to_string(ctx.request_body_bytes);
-  line += ",\"bytes_out\":" + std::to_string(ctx.response_body_bytes);
-  line += ",\"duration_ms\":" + std::to_string(ms(now));
-  line += ",\"first_byte_ms\":" + (ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : std::string("null"));
-  line += ",\"error\":";
-  appendJsonString(line, ctx.error_reason);
-  line += "}";
-  log.info(line);
 }
 
 }  // namespace infermesh::proxy

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "proxy/filter/filter_manager.h"
+#include "proxy/server/connection.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/signal.h"
 
@@ -26,7 +27,7 @@ class Worker;
 // (one at a time; pipelined requests wait in the buffer and are answered in
 // order), runs each through the listener's filter chain and writes the
 // response the terminal filter produces.
-class Http1Connection final : public DownstreamStream {
+class Http1Connection final : public DownstreamStream, public DownstreamConnection {
  public:
   Http1Connection(Worker& worker, boost::asio::ip::tcp::socket socket, std::uint32_t listener_index);
   ~Http1Connection() override;
@@ -36,8 +37,8 @@ class Http1Connection final : public DownstreamStream {
 
   // Graceful drain: an idle connection closes now, a busy one after its
   // current response (which says `connection: close`).
-  void drain();
-  void close();
+  void drain() override;
+  void close() override;
 
   // DownstreamStream
   boost::asio::awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
@@ -60,7 +61,6 @@ class Http1Connection final : public DownstreamStream {
   // Answers a request that never became a stream (unparseable head).
   boost::asio::awaitable<void> rejectAndClose(unsigned status, const char* code, std::string message);
   void setDeadline(std::chrono::milliseconds d);
-  void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) const;
 
   Worker& worker_;
   boost::asio::ip::tcp::socket socket_;

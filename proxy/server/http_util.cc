@@ -1,5 +1,11 @@
 #include "proxy/server/http_util.h"
 
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "proxy/config/snapshot.h"
+#include "proxy/server/worker.h"
 
 namespace infermesh::proxy {
 
@@ -27,6 +33,48 @@ bool validRequestId(std::string_view id) {
   for (char c : id)
     if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') return false;
   return true;
+}
+
+void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) {
+  const auto now = std::chrono::steady_clock::now();
+  auto ms = [&](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t - ctx.start).count();
+  };
+  std::string line = "{\"request_id\":";
+  appendJsonString(line, ctx.request_id);
+  line += ",\"client\":";
+  appendJsonString(line, ctx.client_address);
+  line += ",\"method\":";
+  appendJsonString(line, ctx.request.method);
+  line += ",\"path\":";
+  appendJsonString(line, ctx.request.target);
+  line += ",\"status\":" + std::to_string(ctx.response_status);
+  line += ",\"model\":";
+  appendJsonString(line, ctx.model);
+  line += ",\"route\":";
+  appendJsonString(line, ctx.route ? ctx.route->name : std::string());
+  line += ",\"upstream\":";
+  appendJsonString(line, ctx.upstream_address);
+  line += ",\"attempts\":" + std::to_string(ctx.upstream_attempts);
+  line += ",\"stream\":" + std::string(ctx.stream ? "true" : "false");
+  line += ",\"protocol\":\"" + std::string(ctx.protocol) + "\"";
+  line += ",\"bytes_in\":" + std::to_string(ctx.request_body_bytes);
+  line += ",\"bytes_out\":" + std::to_string(ctx.response_body_bytes);
+  line += ",\"duration_ms\":" + std::to_string(ms(now));
+  line += ",\"first_byte_ms\":" + (ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : std::string("null"));
+  line += ",\"error\":";
+  appendJsonString(line, ctx.error_reason);
+  line += "}";
+  log.info(line);
+}
+
+
+void recordStreamEnd(Worker& worker, const filter::StreamContext& ctx, std::uint32_t listener_index) {
+  auto& st = worker.stats();
+  st.countRequest(ctx.route ? ctx.route->stats_id : 0, ctx.target_model ? ctx.target_model->stats_id : 0,
+                  ctx.response_status);
+  st.request_duration.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count());
+  if (auto* log = worker.accessLog(listener_index)) writeAccessLog(ctx, *log);
 }
 
 }  // namespace infermesh::proxy

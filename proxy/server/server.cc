@@ -3,6 +3,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,6 +24,7 @@
 #include "proxy/xds_client/ads_client.h"
 #include "proxy/server/admin_http.h"
 #include "proxy/server/http1_connection.h"
+#include "proxy/server/http2_connection.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/worker.h"
 #include "proxy/stats/metrics_collector.h"
@@ -176,9 +178,60 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;  // e.g. EMFILE; keep serving the connections we have
       }
-      asio::co_spawn(worker.io(),
-                     Http1Connection::serve(std::make_unique<Http1Connection>(worker, std::move(socket), listener)),
-                     asio::detached);
+      // The protocol is read from the snapshot in force, per connection.
+      switch (worker.snapshot()->listeners[listener].protocol) {
+        case config::ListenerProtocol::Http1:
+          serveHttp1(worker, std::move(socket), listener);
+          break;
+        case config::ListenerProtocol::Http2:
+          serveHttp2(worker, std::move(socket), listener);
+          break;
+        case config::ListenerProtocol::Auto:
+          asio::co_spawn(worker.io(), detectProtocol(worker, std::move(socket), listener), asio::detached);
+          break;
+      }
+    }
+  }
+
+  static void serveHttp1(Worker& worker, tcp::socket socket, std::uint32_t listener) {
+    asio::co_spawn(worker.io(),
+                   Http1Connection::serve(std::make_unique<Http1Connection>(worker, std::move(socket), listener)),
+                   asio::detached);
+  }
+  static void serveHttp2(Worker& worker, tcp::socket socket, std::uint32_t listener) {
+    asio::co_spawn(worker.io(),
+                   Http2Connection::serve(std::make_unique<Http2Connection>(worker, std::move(socket), listener)),
+                   asio::detached);
+  }
+
+  // `protocol: auto`: a connection that opens with the HTTP/2 client preface
+  // speaks HTTP/2 (prior knowledge), anything else HTTP/1.1. The bytes are
+  // only peeked at, so the chosen codec reads them again.
+  static awaitable<void> detectProtocol(Worker& worker, tcp::socket socket, std::uint32_t listener) {
+    static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const auto limit = worker.snapshot()->listeners[listener].limits.header_timeout;
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    asio::steady_timer timer(worker.io());
+    for (;;) {
+      using namespace asio::experimental::awaitable_operators;
+      timer.expires_at(deadline);
+      auto r = co_await (socket.async_wait(tcp::socket::wait_read, kTuple) || timer.async_wait(kTuple));
+      if (r.index() == 1 || std::get<0>(std::get<0>(r))) co_return;  // silent or gone: close
+      char buf[kPreface.size()];
+      const ssize_t n = ::recv(socket.native_handle(), buf, sizeof buf, MSG_PEEK);
+      if (n <= 0) co_return;
+      const auto got = static_cast<std::size_t>(n);
+      if (std::string_view(buf, got) != kPreface.substr(0, got)) {
+        serveHttp1(worker, std::move(socket), listener);
+        co_return;
+      }
+      if (got == kPreface.size()) {
+        serveHttp2(worker, std::move(socket), listener);
+        co_return;
+      }
+      // Part of the preface so far: look again shortly.
+      timer.expires_after(std::chrono::milliseconds(2));
+      co_await timer.async_wait(kTuple);
     }
   }
 

@@ -2,7 +2,6 @@
 
 #include <boost/asio/post.hpp>
 
-#include "proxy/server/http1_connection.h"
 
 namespace infermesh::proxy {
 
@@ -30,7 +29,7 @@ void Worker::stopAndJoin() {
   if (!thread_.joinable()) return;
   post([this] {
     // Close everything this thread owns, then let run() return.
-    for (auto* c : std::vector<Http1Connection*>(connections_.begin(), connections_.end())) c->close();
+    for (auto* c : std::vector<DownstreamConnection*>(connections_.begin(), connections_.end())) c->close();
     upstreams_.clear();
     work_.reset();
     io_.stop();
@@ -71,7 +70,7 @@ void Worker::endpointHealthChanged(std::uint64_t endpoint_key, bool healthy) {
 
 void Worker::beginDrain() {
   draining_ = true;
-  for (auto* c : std::vector<Http1Connection*>(connections_.begin(), connections_.end())) c->drain();
+  for (auto* c : std::vector<DownstreamConnection*>(connections_.begin(), connections_.end())) c->drain();
 }
 
 }  // namespace infermesh::proxy

@@ -22,11 +22,7 @@ namespace infermesh::upstream {
 class HealthChecker;
 }
 
-namespace infermesh::proxy {
-
-class Http1Connection;
-
-}  // namespace infermesh::proxy
+#include "proxy/server/connection.h"
 
 namespace spdlog {
 class logger;
@@ -102,8 +98,8 @@ class Worker {
   void endpointHealthChanged(std::uint64_t endpoint_key, bool healthy);
 
   // Connection tracking for graceful drain.
-  void track(Http1Connection* c) { connections_.insert(c); }
-  void untrack(Http1Connection* c) { connections_.erase(c); }
+  void track(DownstreamConnection* c) { connections_.insert(c); }
+  void untrack(DownstreamConnection* c) { connections_.erase(c); }
   // Stop keep-alive on every connection and close the idle ones.
   void beginDrain();
   bool draining() const { return draining_; }
@@ -131,7 +127,7 @@ class Worker {
   std::uint32_t mirrors_in_flight_ = 0;
   upstream::SelfLocality locality_;
   upstream::HealthChecker* health_checker_ = nullptr;
-  std::unordered_set<Http1Connection*> connections_;
+  std::unordered_set<DownstreamConnection*> connections_;
   std::vector<std::unique_ptr<char[]>> relay_buffers_;
   bool draining_ = false;
   std::atomic<std::int64_t> active_streams_{0};

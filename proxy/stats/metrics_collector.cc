@@ -114,6 +114,12 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     for (std::size_t i = 0; i < counts.size(); ++i)
       addValue(mirrors, static_cast<double>(counts[i]), {{"model", names.name(model_id)}, {"result", kMirrorResult[i]}});
   out.push_back(std::move(mirrors));
+  auto h2 = family("infermesh_http2_connections_closed_total",
+                   "HTTP/2 connections sent away with GOAWAY by protection (floods, rapid reset, protocol errors).",
+                   MetricType::Counter);
+  for (std::size_t i = 0; i < total.http2_protections.size(); ++i)
+    addValue(h2, static_cast<double>(total.http2_protections[i]), {{"reason", kHttp2ProtectionNames[i]}});
+  out.push_back(std::move(h2));
   simple("infermesh_requests_queued", "Requests waiting for a slot or for a cold model to wake.", MetricType::Gauge,
          static_cast<double>(total.requests_queued));
   auto checks = family("infermesh_health_checks_total", "Active health checks by result.", MetricType::Counter);

@@ -22,6 +22,7 @@ void WorkerStats::merge(const WorkerStats& o) {
     for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += counts[i];
   }
   requests_queued += o.requests_queued;
+  for (std::size_t i = 0; i < http2_protections.size(); ++i) http2_protections[i] += o.http2_protections[i];
   downstream_disconnects += o.downstream_disconnects;
   downstream_connections_active += o.downstream_connections_active;
   upstream_connections_active += o.upstream_connections_active;

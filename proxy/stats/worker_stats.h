@@ -68,6 +68,11 @@ enum class AbortReason : std::uint8_t { Reset, IdleTimeout, FirstTokenTimeout, R
 inline constexpr const char* kAbortReasonNames[] = {"reset", "idle_timeout", "first_token_timeout", "request_timeout",
                                                     "other"};
 
+// Why an HTTP/2 connection was sent away.
+enum class Http2Protection : std::uint8_t { RapidReset, PingFlood, SettingsFlood, EmptyFrames, ProtocolError, Count };
+inline constexpr const char* kHttp2ProtectionNames[] = {"rapid_reset", "ping_flood", "settings_flood", "empty_frames",
+                                                        "protocol_error"};
+
 // One worker's counters: plain integers, written only by that worker's
 // thread. The admin thread reads them by posting a copy request to the
 // worker (see MetricsCollector), so no atomics or locks are needed.
@@ -88,6 +93,7 @@ struct WorkerStats {
   // Mirror (shadow) requests by model stats id: sent ok, failed, dropped.
   std::unordered_map<std::uint32_t, std::array<std::uint64_t, 3>> mirrors;
   std::int64_t requests_queued = 0;  // waiting for a slot or a cold model
+  std::array<std::uint64_t, static_cast<std::size_t>(Http2Protection::Count)> http2_protections{};
   std::uint64_t downstream_disconnects = 0;  // client left before its response ended
   std::int64_t downstream_connections_active = 0;
   std::int64_t upstream_connections_active = 0;
@@ -100,6 +106,7 @@ struct WorkerStats {
   void count(UpstreamError e) { ++upstream_errors[static_cast<std::size_t>(e)]; }
   void count(ShedReason r) { ++shed[static_cast<std::size_t>(r)]; }
   void count(AbortReason r) { ++streams_aborted[static_cast<std::size_t>(r)]; }
+  void count(Http2Protection p) { ++http2_protections[static_cast<std::size_t>(p)]; }
   void merge(const WorkerStats& o);
 };
 
