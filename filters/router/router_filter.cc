@@ -225,7 +225,8 @@ class RouterFilter final : public filter::StreamFilter {
     for (const auto& [name, value] : ctx.request.headers.fields()) {
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "host") ||
           filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
-          filter::equalsIgnoreCase(name, "x-request-id") || (!connection.empty() && namedInConnection(connection, name)))
+          filter::equalsIgnoreCase(name, "x-request-id") || filter::equalsIgnoreCase(name, "x-forwarded-client-cert") ||
+          (!connection.empty() && namedInConnection(connection, name)))
         continue;
       if (filter::equalsIgnoreCase(name, "x-forwarded-for")) {
         forwarded_for = value;
@@ -245,6 +246,13 @@ class RouterFilter final : public filter::StreamFilter {
     h += "\r\nx-request-id: ";
     h += ctx.request_id;
     h += "\r\n";
+    // The mTLS-verified caller, for the backend; a client's own header of
+    // that name was dropped above, so it cannot be forged.
+    if (!ctx.peer_identity.empty()) {
+      h += "x-forwarded-client-cert: URI=";
+      h += ctx.peer_identity;
+      h += "\r\n";
+    }
     if (!body_.empty() || ctx.request.method == "POST" || ctx.request.method == "PUT") {
       h += "content-length: ";
       h += std::to_string(body_.size());

@@ -323,6 +323,31 @@ class Compiler {
     else if (!spec.protocol().empty() && spec.protocol() != "http1")
       errors_.push_back(l.error("spec.protocol", "unsupported protocol \"" + spec.protocol() +
                                                      "\" (http1, http2 or auto)"));
+    if (spec.has_tls()) {
+      const auto& t = spec.tls();
+      if (t.certificates().empty())
+        errors_.push_back(l.error("spec.tls.certificates", "at least one certificate is required"));
+      for (int i = 0; i < t.certificates_size(); ++i) {
+        const auto& c = t.certificates(i);
+        const std::string path = "spec.tls.certificates[" + std::to_string(i) + "]";
+        if (c.cert_file().empty()) errors_.push_back(l.error(path + ".certFile", "is required"));
+        if (c.key_file().empty()) errors_.push_back(l.error(path + ".keyFile", "is required"));
+        if (i > 0 && c.server_names().empty())
+          errors_.push_back(l.error(path + ".serverNames", "only the first certificate may omit serverNames"));
+        lc.tls.certificates.push_back(TlsCertificateConfig{
+            c.cert_file(), c.key_file(), {c.server_names().begin(), c.server_names().end()}});
+      }
+      if (t.min_version() == "1.3") lc.tls.tls13_only = true;
+      else if (!t.min_version().empty() && t.min_version() != "1.2")
+        errors_.push_back(l.error("spec.tls.minVersion", "must be \"1.2\" or \"1.3\""));
+      lc.tls.client_ca_file = t.client_ca_file();
+      lc.tls.allowed_spiffe_ids.assign(t.allowed_spiffe_ids().begin(), t.allowed_spiffe_ids().end());
+      for (int i = 0; i < t.allowed_spiffe_ids_size(); ++i)
+        if (t.allowed_spiffe_ids(i).rfind("spiffe://", 0) != 0)
+          errors_.push_back(l.error("spec.tls.allowedSpiffeIds[" + std::to_string(i) + "]", "must start with spiffe://"));
+      if (!t.allowed_spiffe_ids().empty() && t.client_ca_file().empty())
+        errors_.push_back(l.error("spec.tls.allowedSpiffeIds", "needs clientCaFile (mTLS)"));
+    }
     const auto& lim = spec.limits();
     if (lim.max_request_header_bytes()) {
       lc.limits.max_request_header_bytes = lim.max_request_header_bytes();

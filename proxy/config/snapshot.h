@@ -187,12 +187,29 @@ struct ListenerLimits {
 
 enum class ListenerProtocol { Http1, Http2, Auto };
 
+struct TlsCertificateConfig {
+  std::string cert_file;
+  std::string key_file;
+  std::vector<std::string> server_names;
+  bool operator==(const TlsCertificateConfig&) const = default;
+};
+
+struct ListenerTlsConfig {
+  std::vector<TlsCertificateConfig> certificates;  // empty: no TLS
+  bool tls13_only = false;
+  std::string client_ca_file;  // non-empty: mTLS
+  std::vector<std::string> allowed_spiffe_ids;
+  bool enabled() const { return !certificates.empty(); }
+  bool operator==(const ListenerTlsConfig&) const = default;
+};
+
 struct ListenerConfig {
   std::string name;
   std::string ip;
   std::uint16_t port = 0;
   std::uint32_t index = 0;
   ListenerProtocol protocol = ListenerProtocol::Http1;
+  ListenerTlsConfig tls;
   ListenerLimits limits;
   std::vector<std::shared_ptr<const filter::FilterFactory>> filters;
   std::string access_log;  // path, "stdout", or empty

@@ -79,6 +79,7 @@ struct StreamContext {
   std::string request_id;
   std::string client_address;
   std::string_view protocol = "HTTP/1.1";  // as received
+  std::string peer_identity;  // the client certificate's SPIFFE ID (mTLS), else empty
   std::chrono::steady_clock::time_point start;
 
   // Filled by the router once the body has been read.

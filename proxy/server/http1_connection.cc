@@ -26,17 +26,17 @@ using filter::FilterManager;
 using stats::DownstreamError;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 
-Http1Connection::Http1Connection(Worker& worker, asio::ip::tcp::socket socket, std::uint32_t listener_index)
+Http1Connection::Http1Connection(Worker& worker, Transport transport, std::uint32_t listener_index)
     : worker_(worker),
-      socket_(std::move(socket)),
+      socket_(std::move(transport)),
       listener_index_(listener_index),
       deadline_timer_(socket_.get_executor()),
       done_(socket_.get_executor()),
       resumed_(socket_.get_executor()) {
   boost::system::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = socket_.socket().remote_endpoint(ec);
   if (!ec) peer_ip_ = ep.address().to_string();
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   worker_.track(this);
   ++worker_.stats().downstream_connections_active;
 }
@@ -72,7 +72,7 @@ awaitable<void> Http1Connection::watchdog() {
       timed_out_ = true;
       deadline_ = std::chrono::steady_clock::time_point::max();
       boost::system::error_code ec;
-      socket_.cancel(ec);
+      socket_.socket().cancel(ec);
     }
   }
 }
@@ -88,8 +88,8 @@ void Http1Connection::close() {
   // A stream still working upstream has no client left to answer.
   if (ctx_ != nullptr && ctx_->on_downstream_gone) ctx_->on_downstream_gone();
   boost::system::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  socket_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.socket().close(ec);
   deadline_timer_.cancel();
 }
 
@@ -131,7 +131,7 @@ awaitable<void> Http1Connection::serveRequests() {
     if (buffer_.size() == 0) {
       idle_ = true;
       setDeadline(limits.idle_timeout);
-      auto [wec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, kTuple);
+      auto [wec] = co_await socket_.socket().async_wait(asio::ip::tcp::socket::wait_read, kTuple);
       idle_ = false;
       if (wec || !open_ || worker_.draining()) co_return;
     }
@@ -171,10 +171,10 @@ awaitable<void> Http1Connection::serveRequests() {
 }
 
 awaitable<bool> Http1Connection::clientGone() {
-  auto [ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, kTuple);
+  auto [ec] = co_await socket_.socket().async_wait(asio::ip::tcp::socket::wait_read, kTuple);
   if (ec) co_return false;  // cancelled: the response finished first
   char byte;
-  const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const ssize_t n = ::recv(socket_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) co_return true;
   // Bytes of a pipelined request: not a disconnect; stop watching.
   co_return false;
@@ -200,6 +200,7 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
   ctx.downstream = this;
   ctx.start = std::chrono::steady_clock::now();
   ctx.client_address = peer_ip_;
+  ctx.peer_identity = peer_identity_;
   ctx.request.method.assign(req.method_string());
   ctx.request.target.assign(req.target());
   for (const auto& f : req) ctx.request.headers.add(std::string(f.name_string()), std::string(f.value()));

@@ -2,6 +2,8 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+
+#include "proxy/server/transport.h"
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
@@ -29,7 +31,7 @@ class Worker;
 // response the terminal filter produces.
 class Http1Connection final : public DownstreamStream, public DownstreamConnection {
  public:
-  Http1Connection(Worker& worker, boost::asio::ip::tcp::socket socket, std::uint32_t listener_index);
+  Http1Connection(Worker& worker, Transport transport, std::uint32_t listener_index);
   ~Http1Connection() override;
 
   // Serves the connection until it closes; the coroutine owns the object.
@@ -39,6 +41,7 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   // current response (which says `connection: close`).
   void drain() override;
   void close() override;
+  void setPeerIdentity(std::string id) { peer_identity_ = std::move(id); }
 
   // DownstreamStream
   boost::asio::awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
@@ -63,9 +66,10 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   void setDeadline(std::chrono::milliseconds d);
 
   Worker& worker_;
-  boost::asio::ip::tcp::socket socket_;
+  Transport socket_;
   std::uint32_t listener_index_;
   std::string peer_ip_;
+  std::string peer_identity_;  // the client certificate's SPIFFE ID (mTLS)
   boost::beast::flat_buffer buffer_;
   boost::asio::steady_timer deadline_timer_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();

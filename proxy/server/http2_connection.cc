@@ -302,6 +302,7 @@ struct Http2Connection::Callbacks {
     ctx.downstream = s.get();
     ctx.start = std::chrono::steady_clock::now();
     ctx.client_address = c.peer_ip_;
+    ctx.peer_identity = c.peer_identity_;
     ctx.protocol = "HTTP/2";
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s.get());
     c.streams_[frame->hd.stream_id] = std::move(s);
@@ -393,16 +394,16 @@ struct Http2Connection::Callbacks {
   }
 };
 
-Http2Connection::Http2Connection(Worker& worker, asio::ip::tcp::socket socket, std::uint32_t listener_index)
+Http2Connection::Http2Connection(Worker& worker, Transport transport, std::uint32_t listener_index)
     : worker_(worker),
-      socket_(std::move(socket)),
+      socket_(std::move(transport)),
       listener_index_(listener_index),
       want_write_(socket_.get_executor()),
       all_streams_done_(socket_.get_executor()) {
   boost::system::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = socket_.socket().remote_endpoint(ec);
   if (!ec) peer_ip_ = ep.address().to_string();
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
 
   nghttp2_session_callbacks* cbs = nullptr;
   nghttp2_session_callbacks_new(&cbs);
@@ -610,8 +611,8 @@ void Http2Connection::close() {
     it = streams_.erase(it);
   }
   boost::system::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  socket_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.socket().close(ec);
   want_write_.notify();
 }
 

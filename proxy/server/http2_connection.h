@@ -3,6 +3,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "proxy/server/transport.h"
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -28,7 +30,7 @@ struct Http2Stream;
 // flow-control window is closed.
 class Http2Connection final : public DownstreamConnection {
  public:
-  Http2Connection(Worker& worker, boost::asio::ip::tcp::socket socket, std::uint32_t listener_index);
+  Http2Connection(Worker& worker, Transport transport, std::uint32_t listener_index);
   ~Http2Connection() override;
 
   static boost::asio::awaitable<void> serve(std::unique_ptr<Http2Connection> self);
@@ -36,6 +38,7 @@ class Http2Connection final : public DownstreamConnection {
   // GOAWAY naming the last stream taken; streams in flight finish.
   void drain() override;
   void close() override;
+  void setPeerIdentity(std::string id) { peer_identity_ = std::move(id); }
 
   // For Http2Stream and the nghttp2 callbacks.
   Worker& worker() { return worker_; }
@@ -57,9 +60,10 @@ class Http2Connection final : public DownstreamConnection {
   void maybeRelease(std::int32_t id);
 
   Worker& worker_;
-  boost::asio::ip::tcp::socket socket_;
+  Transport socket_;
   std::uint32_t listener_index_;
   std::string peer_ip_;
+  std::string peer_identity_;  // the client certificate's SPIFFE ID (mTLS)
   nghttp2_session* session_ = nullptr;
   Signal want_write_;
   Signal all_streams_done_;

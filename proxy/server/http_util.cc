@@ -58,6 +58,8 @@ void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) {
   line += ",\"attempts\":" + std::to_string(ctx.upstream_attempts);
   line += ",\"stream\":" + std::string(ctx.stream ? "true" : "false");
   line += ",\"protocol\":\"" + std::string(ctx.protocol) + "\"";
+  line += ",\"identity\":";
+  appendJsonString(line, ctx.peer_identity);
   line += ",\"bytes_in\":" + std::to_string(ctx.request_body_bytes);
   line += ",\"bytes_out\":" + std::to_string(ctx.response_body_bytes);
   line += ",\"duration_ms\":" + std::to_string(ms(now));

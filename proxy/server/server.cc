@@ -6,6 +6,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <prometheus/text_serializer.h>
@@ -29,6 +30,7 @@
 #include "proxy/server/worker.h"
 #include "proxy/stats/metrics_collector.h"
 #include "proxy/upstream/health_checker.h"
+#include "proxy/tls/server_tls.h"
 
 namespace infermesh::proxy {
 
@@ -79,6 +81,8 @@ struct Server::Impl {
   std::string last_error;
   std::unique_ptr<xds_client::AdsClient> ads;
   std::unique_ptr<upstream::HealthChecker> health_checker;
+  // TLS contexts per listener (listeners are fixed for the process's life).
+  std::unique_ptr<tls::ListenerTls> listener_tls;
   std::atomic<std::uint64_t> next_version{1};
   bool serving = false;
   bool draining = false;
@@ -136,6 +140,12 @@ struct Server::Impl {
                                                   "listeners (names or addresses) changed; restart the proxy to apply"});
       result.snapshot.reset();
     }
+    if (result.snapshot && listener_tls) {
+      if (std::string error; !listener_tls->apply(*result.snapshot, error)) {
+        result.errors.push_back(config::ConfigError{options.config_path, "", "", 0, error});
+        result.snapshot.reset();
+      }
+    }
     if (!result.snapshot) {
       ++process.config_reloads_failed;
       last_error = config::joinErrors(result.errors);
@@ -170,7 +180,8 @@ struct Server::Impl {
     }
   }
 
-  static awaitable<void> acceptLoop(Worker& worker, tcp::acceptor& acceptor, std::uint32_t listener) {
+  static awaitable<void> acceptLoop(Worker& worker, tcp::acceptor& acceptor, std::uint32_t listener,
+                                    const tls::ListenerTls& listener_tls) {
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(kTuple);
       if (ec) {
@@ -178,13 +189,18 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;  // e.g. EMFILE; keep serving the connections we have
       }
+      if (auto contexts = listener_tls.contexts(listener)) {
+        asio::co_spawn(worker.io(), tlsHandshake(worker, std::move(socket), listener, std::move(contexts)),
+                       asio::detached);
+        continue;
+      }
       // The protocol is read from the snapshot in force, per connection.
       switch (worker.snapshot()->listeners[listener].protocol) {
         case config::ListenerProtocol::Http1:
-          serveHttp1(worker, std::move(socket), listener);
+          serveHttp1(worker, Transport(std::move(socket)), listener);
           break;
         case config::ListenerProtocol::Http2:
-          serveHttp2(worker, std::move(socket), listener);
+          serveHttp2(worker, Transport(std::move(socket)), listener);
           break;
         case config::ListenerProtocol::Auto:
           asio::co_spawn(worker.io(), detectProtocol(worker, std::move(socket), listener), asio::detached);
@@ -193,15 +209,56 @@ struct Server::Impl {
     }
   }
 
-  static void serveHttp1(Worker& worker, tcp::socket socket, std::uint32_t listener) {
-    asio::co_spawn(worker.io(),
-                   Http1Connection::serve(std::make_unique<Http1Connection>(worker, std::move(socket), listener)),
-                   asio::detached);
+  static void serveHttp1(Worker& worker, Transport transport, std::uint32_t listener, std::string identity = {}) {
+    auto c = std::make_unique<Http1Connection>(worker, std::move(transport), listener);
+    c->setPeerIdentity(std::move(identity));
+    asio::co_spawn(worker.io(), Http1Connection::serve(std::move(c)), asio::detached);
   }
-  static void serveHttp2(Worker& worker, tcp::socket socket, std::uint32_t listener) {
-    asio::co_spawn(worker.io(),
-                   Http2Connection::serve(std::make_unique<Http2Connection>(worker, std::move(socket), listener)),
-                   asio::detached);
+  static void serveHttp2(Worker& worker, Transport transport, std::uint32_t listener, std::string identity = {}) {
+    auto c = std::make_unique<Http2Connection>(worker, std::move(transport), listener);
+    c->setPeerIdentity(std::move(identity));
+    asio::co_spawn(worker.io(), Http2Connection::serve(std::move(c)), asio::detached);
+  }
+
+  // TLS: the handshake (bounded by the header timeout), then the codec ALPN
+  // chose. A client refused at the handshake (no, expired, foreign or
+  // disallowed certificate under mTLS) is counted by cause.
+  static awaitable<void> tlsHandshake(Worker& worker, tcp::socket socket, std::uint32_t listener,
+                                      std::shared_ptr<const tls::ServerContexts> contexts) {
+    boost::system::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);
+    SSL* ssl = SSL_new(contexts->defaultContext());
+    auto stream = std::make_unique<Transport::TlsStream>(std::move(socket), ssl);
+    const auto limit = worker.snapshot()->listeners[listener].limits.header_timeout;
+    asio::steady_timer timer(worker.io());
+    timer.expires_after(limit);
+    using namespace asio::experimental::awaitable_operators;
+    auto r = co_await (stream->async_handshake(asio::ssl::stream_base::server, kTuple) || timer.async_wait(kTuple));
+    auto& counts = worker.stats().tls_handshakes;
+    if (r.index() == 1 || std::get<0>(std::get<0>(r))) {
+      const auto err = r.index() == 0 ? std::get<0>(std::get<0>(r)) : boost::system::error_code();
+      const auto why = tls::classifyFailure(ssl, err.category() == asio::error::get_ssl_category()
+                                                     ? static_cast<unsigned long>(err.value()) : 0);
+      ++counts[static_cast<std::size_t>(why)];
+      spdlog::debug("tls handshake from {} failed: {} ({})", peerOf(stream->next_layer()),
+                    tls::kHandshakeResultNames[static_cast<int>(why)], err.message());
+      stream->next_layer().close(ec);
+      co_return;
+    }
+    ++counts[static_cast<std::size_t>(tls::HandshakeResult::Ok)];
+    const std::string alpn = tls::negotiatedProtocol(ssl);
+    std::string identity = tls::peerSpiffeId(ssl);
+    const auto protocol = worker.snapshot()->listeners[listener].protocol;
+    if (protocol == config::ListenerProtocol::Http2 || (protocol == config::ListenerProtocol::Auto && alpn == "h2"))
+      serveHttp2(worker, Transport(std::move(stream)), listener, std::move(identity));
+    else
+      serveHttp1(worker, Transport(std::move(stream)), listener, std::move(identity));
+  }
+
+  static std::string peerOf(tcp::socket& s) {
+    boost::system::error_code ec;
+    auto ep = s.remote_endpoint(ec);
+    return ec ? std::string("?") : ep.address().to_string();
   }
 
   // `protocol: auto`: a connection that opens with the HTTP/2 client preface
@@ -222,11 +279,11 @@ struct Server::Impl {
       if (n <= 0) co_return;
       const auto got = static_cast<std::size_t>(n);
       if (std::string_view(buf, got) != kPreface.substr(0, got)) {
-        serveHttp1(worker, std::move(socket), listener);
+        serveHttp1(worker, Transport(std::move(socket)), listener);
         co_return;
       }
       if (got == kPreface.size()) {
-        serveHttp2(worker, std::move(socket), listener);
+        serveHttp2(worker, Transport(std::move(socket)), listener);
         co_return;
       }
       // Part of the preface so far: look again shortly.
@@ -339,13 +396,30 @@ struct Server::Impl {
 
   // Binds the listeners of the first config and starts accepting.
   void startServing() {
+    listener_tls = std::make_unique<tls::ListenerTls>(current->listeners.size());
+    if (std::string error; !listener_tls->apply(*current, error)) throw std::runtime_error(error);
     bindListeners();
     publish(current);
     for (std::size_t w = 0; w < workers.size(); ++w)
       for (std::size_t l = 0; l < acceptors[w].size(); ++l)
-        asio::co_spawn(workers[w]->io(), acceptLoop(*workers[w], *acceptors[w][l], static_cast<std::uint32_t>(l)),
+        asio::co_spawn(workers[w]->io(),
+                       acceptLoop(*workers[w], *acceptors[w][l], static_cast<std::uint32_t>(l), *listener_tls),
                        asio::detached);
+    asio::co_spawn(io, watchCertificates(), asio::detached);
     serving = true;
+  }
+
+  // Certificate rotation: the files are checked every second; changed ones
+  // are loaded for new connections (connections already up keep theirs).
+  awaitable<void> watchCertificates() {
+    asio::steady_timer timer(io);
+    while (!draining) {
+      timer.expires_after(std::chrono::seconds(1));
+      co_await timer.async_wait(kTuple);
+      listener_tls->poll();
+      process.tls_reloads_ok = listener_tls->reloads_ok.load();
+      process.tls_reloads_failed = listener_tls->reloads_failed.load();
+    }
   }
 
   // On the main thread: a config from the control plane, already compiled.
@@ -363,10 +437,12 @@ struct Server::Impl {
       try {
         startServing();
       } catch (const std::exception& e) {
-        spdlog::error("cannot bind listeners: {}", e.what());
-        return {config::ConfigError{"control-plane", "", "", 0, std::string("cannot bind listeners: ") + e.what()}};
+        spdlog::error("cannot start listeners: {}", e.what());
+        return {config::ConfigError{"control-plane", "", "", 0, std::string("cannot start listeners: ") + e.what()}};
       }
     } else {
+      if (std::string error; !listener_tls->apply(*snap, error))
+        return {config::ConfigError{"control-plane", "", "", 0, error}};
       publish(snap);
     }
     spdlog::info("config version {} from the control plane applied", snap->version);
@@ -453,7 +529,7 @@ struct Server::Impl {
                                                 [this](std::string_view path) { return adminResponse(path); });
       announceText("admin", admin->boundAddress());
     } catch (const std::exception& e) {
-      spdlog::error("cannot bind: {}", e.what());
+      spdlog::error("cannot start: {}", e.what());
       return 1;
     }
     for (auto& w : workers) w->start();

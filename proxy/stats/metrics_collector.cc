@@ -3,6 +3,7 @@
 #include <prometheus/metric_family.h>
 
 #include "proxy/stats/name_table.h"
+#include "proxy/tls/server_tls.h"
 
 namespace infermesh::stats {
 namespace {
@@ -120,6 +121,17 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   for (std::size_t i = 0; i < total.http2_protections.size(); ++i)
     addValue(h2, static_cast<double>(total.http2_protections[i]), {{"reason", kHttp2ProtectionNames[i]}});
   out.push_back(std::move(h2));
+  auto handshakes = family("infermesh_tls_handshakes_total",
+                           "TLS handshakes on listeners by result (failures name why the client was refused).",
+                           MetricType::Counter);
+  for (std::size_t i = 0; i < static_cast<std::size_t>(tls::HandshakeResult::Count); ++i)
+    addValue(handshakes, static_cast<double>(total.tls_handshakes[i]), {{"result", tls::kHandshakeResultNames[i]}});
+  out.push_back(std::move(handshakes));
+  auto rotations = family("infermesh_tls_certificate_reloads_total",
+                          "Certificate files reloaded after they changed on disk, by result.", MetricType::Counter);
+  addValue(rotations, static_cast<double>(process_.tls_reloads_ok.load()), {{"result", "ok"}});
+  addValue(rotations, static_cast<double>(process_.tls_reloads_failed.load()), {{"result", "error"}});
+  out.push_back(std::move(rotations));
   simple("infermesh_requests_queued", "Requests waiting for a slot or for a cold model to wake.", MetricType::Gauge,
          static_cast<double>(total.requests_queued));
   auto checks = family("infermesh_health_checks_total", "Active health checks by result.", MetricType::Counter);

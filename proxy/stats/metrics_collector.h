@@ -25,6 +25,8 @@ struct ProcessStats {
   std::atomic<std::int64_t> endpoints_unhealthy{0};
   std::atomic<std::uint64_t> activations{0};
   std::atomic<std::uint64_t> activation_failures{0};
+  std::atomic<std::uint64_t> tls_reloads_ok{0};
+  std::atomic<std::uint64_t> tls_reloads_failed{0};
 };
 
 // Turns the per-worker counters into Prometheus families at scrape time.

@@ -94,6 +94,8 @@ struct WorkerStats {
   std::unordered_map<std::uint32_t, std::array<std::uint64_t, 3>> mirrors;
   std::int64_t requests_queued = 0;  // waiting for a slot or a cold model
   std::array<std::uint64_t, static_cast<std::size_t>(Http2Protection::Count)> http2_protections{};
+  // TLS handshakes by tls::HandshakeResult.
+  std::array<std::uint64_t, 8> tls_handshakes{};
   std::uint64_t downstream_disconnects = 0;  // client left before its response ended
   std::int64_t downstream_connections_active = 0;
   std::int64_t upstream_connections_active = 0;

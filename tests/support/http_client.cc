@@ -100,6 +100,10 @@ HttpResponse HttpConnection::read(std::chrono::milliseconds timeout, bool head_r
     char buf[65536];
     ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
     if (n <= 0) {
+      if (!parser.got_some()) {  // closed before any response byte
+        out.error = "connection closed without a response";
+        break;
+      }
       parser.put_eof(ec);  // ends a close-delimited body, or says it was cut
       if (ec) out.error = "connection closed: " + ec.message();
       break;

@@ -1,0 +1,161 @@
+// TLS termination and mTLS on listeners, end to end with curl and a test
+// PKI generated at test time.
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "tests/integration/proxy_fixture.h"
+#include "tests/support/test_certs.h"
+
+namespace infermesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct CommandResult {
+  std::string out;
+  int status = -1;
+};
+CommandResult run(const std::string& cmd) {
+  CommandResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+const char* kAppId = "spiffe://mesh.test/ns/default/sa/app";
+
+class TlsTest : public ProxyTest {
+ protected:
+  void SetUp() override {
+    pki = dir.path() + "/pki";
+    std::filesystem::create_directories(pki);
+    makeCa(pki, "ca");
+    makeCa(pki, "other-ca");
+    makeCert(pki, "ca", {"server", "localhost", {"localhost", "a.test"}, {"127.0.0.1"}, {}});
+    makeCert(pki, "ca", {"b-server", "b.test", {"b.test"}, {}, {}});
+    makeCert(pki, "ca", {"client", "app", {}, {}, {kAppId}});
+    makeCert(pki, "ca", {"intruder", "intruder", {}, {}, {"spiffe://mesh.test/ns/other/sa/intruder"}});
+    makeCert(pki, "ca", {"expired", "old", {}, {}, {kAppId}, -30, -1});
+    makeCert(pki, "other-ca", {"foreign", "foreign", {}, {}, {kAppId}});
+  }
+
+  std::string tlsListener(const std::string& extra) const {
+    return "  protocol: auto\n  tls:\n    certificates:\n"
+           "      - {certFile: " + pki + "/server.crt, keyFile: " + pki + "/server.key}\n"
+           "      - {certFile: " + pki + "/b-server.crt, keyFile: " + pki + "/b-server.key, serverNames: [b.test]}\n" +
+           extra;
+  }
+  std::string curl(const std::string& args, const std::string& host = "localhost") const {
+    return "curl -sS --max-time 10 --cacert " + pki + "/ca.crt --resolve " + host + ":" + std::to_string(port) +
+           ":127.0.0.1 " + args + " https://" + host + ":" + std::to_string(port);
+  }
+  std::string client(const std::string& name) const {
+    return "--cert " + pki + "/" + name + ".crt --key " + pki + "/" + name + ".key ";
+  }
+  static std::string chatBody() { return "-d '{\"model\":\"chat-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}' "; }
+
+  std::string pki;
+};
+
+TEST_F(TlsTest, TerminatesTls12And13WithAlpnAndSni) {
+  startProxy(baseConfig(tlsListener("")));
+  // HTTP/1.1 and, through ALPN, HTTP/2 on the same TLS port.
+  auto r = run(curl("--http1.1 -w '\\n%{http_version} %{http_code}' " + chatBody()) + "/v1/chat/completions");
+  EXPECT_NE(r.out.find("\n1.1 200"), std::string::npos) << r.out;
+  r = run(curl("--http2 -w '\\n%{http_version} %{http_code}' " + chatBody()) + "/v1/chat/completions");
+  EXPECT_NE(r.out.find("\n2 200"), std::string::npos) << r.out;
+  // Both protocol versions.
+  r = run(curl("--tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions");
+  EXPECT_EQ(r.out, "200");
+  r = run(curl("--tlsv1.3 -o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions");
+  EXPECT_EQ(r.out, "200");
+  // SNI picks the certificate.
+  r = run(curl("-v -o /dev/null " + chatBody(), "b.test") + "/v1/chat/completions 2>&1");
+  EXPECT_NE(r.out.find("subject: CN=b.test"), std::string::npos) << r.out;
+  r = run(curl("-v -o /dev/null " + chatBody(), "a.test") + "/v1/chat/completions 2>&1");
+  EXPECT_NE(r.out.find("subject: CN=localhost"), std::string::npos) << r.out;
+  // Plain HTTP on a TLS listener is not served.
+  EXPECT_EQ(chat("chat-model").status, 0);
+  EXPECT_GE(metric("infermesh_tls_handshakes_total", "result=\"ok\""), 6);
+}
+
+TEST_F(TlsTest, MutualTlsVerifiesClientsAndPassesTheSpiffeIdOn) {
+  startProxy(baseConfig(tlsListener("    clientCaFile: " + pki + "/ca.crt\n    allowedSpiffeIds: [" + kAppId + "]\n")));
+  // A good client certificate: served, and its SPIFFE ID reaches the backend.
+  auto r = run(curl(client("client")) + "/mock/echo");
+  EXPECT_NE(r.out.find(std::string("\"x-forwarded-client-cert\":\"URI=") + kAppId + "\""), std::string::npos) << r.out;
+  // A client cannot forge it.
+  r = run(curl(client("client") + "-H 'x-forwarded-client-cert: URI=spiffe://evil/x' ") + "/mock/echo");
+  EXPECT_EQ(r.out.find("spiffe://evil"), std::string::npos) << r.out;
+  // Refused at the handshake: none, expired, another CA, a disallowed ID.
+  for (const std::string& who : {std::string(), client("expired"), client("foreign"), client("intruder")}) {
+    r = run(curl(who + "-o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions 2>&1");
+    EXPECT_NE(r.status, 0) << who << ": " << r.out;
+    EXPECT_EQ(r.out.find("200"), std::string::npos) << who << ": " << r.out;
+  }
+  EXPECT_EQ(metricReaching("infermesh_tls_handshakes_total", "result=\"no_certificate\"", 1), 1);
+  EXPECT_EQ(metric("infermesh_tls_handshakes_total", "result=\"expired\""), 1);
+  EXPECT_EQ(metric("infermesh_tls_handshakes_total", "result=\"unknown_ca\""), 1);
+  EXPECT_EQ(metric("infermesh_tls_handshakes_total", "result=\"spiffe_id_not_allowed\""), 1);
+}
+
+TEST_F(TlsTest, RotatedCertificatesArePickedUpWithoutLosingRequests) {
+  startProxy(baseConfig(tlsListener("")));
+  auto serial = [&] {
+    auto r = run(curl("-v -o /dev/null " + chatBody()) + "/v1/chat/completions 2>&1");
+    auto at = r.out.find("start date: ");
+    return at == std::string::npos ? std::string() : r.out.substr(at, 40);
+  };
+  const std::string before = serial();
+  ASSERT_FALSE(before.empty());
+  // New TLS connections keep coming (one handshake per request) while the
+  // certificate is replaced: new files swapped in by rename, as a
+  // Kubernetes secret update does.
+  std::atomic<bool> stop{false};
+  int ok = 0, failed = 0;
+  std::thread client([&] {
+    while (!stop) {
+      auto r = run(curl("-o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions");
+      (r.out == "200" ? ok : failed)++;
+    }
+  });
+  std::this_thread::sleep_for(300ms);
+  makeCert(pki, "ca", {"server-next", "localhost", {"localhost"}, {"127.0.0.1"}, {}, -2, 60});
+  std::filesystem::rename(pki + "/server-next.key", pki + "/server.key.new");
+  std::filesystem::rename(pki + "/server-next.crt", pki + "/server.crt.new");
+  std::filesystem::rename(pki + "/server.key.new", pki + "/server.key");
+  std::filesystem::rename(pki + "/server.crt.new", pki + "/server.crt");
+  EXPECT_EQ(metricReaching("infermesh_tls_certificate_reloads_total", "result=\"ok\"", 1), 1);
+  std::this_thread::sleep_for(300ms);
+  stop = true;
+  client.join();
+  EXPECT_NE(serial(), before) << "new connections get the new certificate";
+  EXPECT_GT(ok, 5);
+  EXPECT_EQ(failed, 0);
+}
+
+TEST_F(TlsTest, ABrokenCertificateIsAClearStartupError) {
+  dir.write("config.yaml", baseConfig("  tls: {certificates: [{certFile: " + pki + "/missing.crt, keyFile: " + pki +
+                                      "/server.key}]}\n"));
+  auto p = Process::start({bin_dir + "/proxy/infermesh-proxy", "--config", dir.path(), "--admin", "127.0.0.1:0"},
+                          dir.path() + "/proxy.log");
+  EXPECT_EQ(p->wait(10s), 1);
+  std::string log;
+  if (FILE* f = std::fopen((dir.path() + "/proxy.log").c_str(), "r")) {
+    std::array<char, 4096> buf;
+    while (std::size_t n = std::fread(buf.data(), 1, buf.size(), f)) log.append(buf.data(), n);
+    std::fclose(f);
+  }
+  EXPECT_NE(log.find("Listener/main: spec.tls: " + pki + "/missing.crt"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace infermesh::testing
