@@ -5,6 +5,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http.hpp>
 
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstring>
 
 #include "filters/router/mirror.h"
 #include "filters/router/model_extractor.h"
@@ -21,6 +23,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/http_util.h"
+#include "proxy/server/upstream_h2.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/health_checker.h"
 #include "proxy/upstream/load_balancer.h"
@@ -510,7 +513,7 @@ class RouterFilter final : public filter::StreamFilter {
       // Load is tracked only where there is a choice to make.
       if (balance) ++worker.endpointStates().get(ep.key).outstanding;
       upstream_status_ = 0;
-      Outcome o = co_await exchange(ctx, model, ep, /*pooled=*/true);
+      Outcome o = model.upstream_h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
       if (o == Outcome::StaleConnection) o = co_await exchange(ctx, model, ep, /*pooled=*/false);
@@ -562,6 +565,41 @@ class RouterFilter final : public filter::StreamFilter {
     co_return decide(ctx, model, f, reached_model);
   }
 
+  // Takes a connection-count slot for the model's circuit breaker; false
+  // (with the failure decided) when the model is at its limit.
+  bool takeConnectionSlot(StreamContext& ctx, const config::ModelConfig& model, Outcome& o) {
+    auto& worker = *ctx.worker;
+    if (worker.gate(model.stats_id)
+            .openConnection(upstream::workerShare(model.circuit_breakers.max_connections, worker.workerCount())))
+      return true;
+    worker.stats().count(stats::ShedReason::MaxConnections);
+    failed_with_ = Failure::Overload;
+    failure_ = LocalFailure{503, "model `" + model.name + "` is at its connection limit (max_connections)",
+                            "overloaded", "1"};
+    ctx.error_source = filter::ErrorSource::Internal;
+    o = decide(ctx, model, Failure::Overload, false);
+    return false;
+  }
+
+  // A response head could not be read: why, as a failure.
+  awaitable<Outcome> headFailed(StreamContext& ctx, const config::ModelConfig& model, bool timeout, bool closed,
+                                const std::string& detail, bool reached_model = true) {
+    if (timeout && firstTokenLate())
+      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                            "no first token in time", "upstream_first_token_timeout", true);
+    if (timeout)
+      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                            "upstream did not respond in time", "upstream_timeout", true);
+    if (closed)
+      co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
+                                            "upstream closed the connection before responding", "upstream_reset",
+                                            reached_model);
+    co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::ProtocolError, 502,
+                                          "upstream sent an invalid response: " + detail, "upstream_protocol_error",
+                                          true);
+  }
+
+  // One HTTP/1.1 exchange on a pooled or new connection.
   awaitable<Outcome> exchange(StreamContext& ctx, const config::ModelConfig& model, const config::EndpointConfig& ep,
                               bool pooled) {
     auto& worker = *ctx.worker;
@@ -572,19 +610,11 @@ class RouterFilter final : public filter::StreamFilter {
     if (pastDeadline())
       co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
                                             "upstream request timed out", "upstream_timeout", false);
-    auto& gate = worker.gate(model.stats_id);
-    if (!gate.openConnection(upstream::workerShare(model.circuit_breakers.max_connections, worker.workerCount()))) {
-      stats.count(stats::ShedReason::MaxConnections);
-      failed_with_ = Failure::Overload;
-      failure_ = LocalFailure{503, "model `" + model.name + "` is at its connection limit (max_connections)",
-                              "overloaded", "1"};
-      ctx.error_source = filter::ErrorSource::Internal;
-      co_return decide(ctx, model, Failure::Overload, false);
-    }
+    if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
     struct Connection {
       upstream::ModelGate& gate;
       ~Connection() { gate.closeConnection(); }
-    } counted{gate};
+    } counted{worker.gate(model.stats_id)};
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io().get_executor());
       boost::system::error_code addr_ec;
@@ -642,41 +672,270 @@ class RouterFilter final : public filter::StreamFilter {
       const bool closed = hec == http::error::end_of_stream || hec == asio::error::eof ||
                           hec == asio::error::connection_reset;
       if (reused && closed && !parser.got_some()) co_return Outcome::StaleConnection;
-      if (hec == beast::error::timeout && firstTokenLate())
-        co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
-                                              "no first token in time", "upstream_first_token_timeout", true);
-      if (hec == beast::error::timeout)
-        co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
-                                              "upstream did not respond in time", "upstream_timeout", true);
-      if (closed)
-        co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
-                                              "upstream closed the connection before responding", "upstream_reset",
-                                              true);
-      co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::ProtocolError, 502,
-                                            "upstream sent an invalid response: " + hec.message(),
-                                            "upstream_protocol_error", true);
+      co_return co_await headFailed(ctx, model, hec == beast::error::timeout, closed, hec.message());
     }
+    H1Source source{*conn, parser};
+    const Outcome o = co_await relay(ctx, model, ep, source, sent_at);
+    if (o == Outcome::Done && parser.is_done() && parser.keep_alive() && conn->buffer.size() == 0 &&
+        ctx.error_source != filter::ErrorSource::Upstream && !clientLeft(ctx)) {
+      conn->stream.expires_never();
+      worker.upstreams().put(ep.key, std::move(conn));
+    }
+    co_return o;
+  }
 
-    const auto& res = parser.get();
-    upstream_status_ = res.result_int();
+  // One HTTP/2 exchange: a stream on a shared connection to the endpoint
+  // (opened when none has room).
+  awaitable<Outcome> exchangeH2(StreamContext& ctx, const config::ModelConfig& model, const config::EndpointConfig& ep) {
+    auto& worker = *ctx.worker;
+    auto& stats = worker.stats();
+    failed_with_ = Failure::None;
+    if (pastDeadline())
+      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                            "upstream request timed out", "upstream_timeout", false);
+    std::shared_ptr<proxy::UpstreamH2Session> session = worker.h2Upstreams().find(ep.key);
+    if (session) {
+      ++stats.upstream_connections_reused;
+    } else {
+      if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
+      worker.gate(model.stats_id).closeConnection();  // counted while in use below, like HTTP/1.1
+      session = std::make_shared<proxy::UpstreamH2Session>(worker.io().get_executor());
+      boost::system::error_code addr_ec;
+      const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(ep.ip, addr_ec), ep.port);
+      const bool up = co_await session->connect(
+          endpoint, std::chrono::duration_cast<std::chrono::milliseconds>(budget(model.connect_timeout)));
+      if (clientLeft(ctx)) co_return Outcome::Done;
+      if (!up)
+        co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
+                                              "no endpoint of model `" + model.name + "` could be reached",
+                                              "upstream_unavailable", false);
+      ++stats.upstream_connections_opened;
+      worker.h2Upstreams().add(ep.key, session);
+    }
+    if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
+    struct Counted {
+      upstream::ModelGate& gate;
+      stats::WorkerStats& s;
+      StreamContext& ctx;
+      ~Counted() {
+        gate.closeConnection();
+        --s.upstream_connections_active;
+        ctx.on_downstream_gone = nullptr;
+      }
+    } counted{worker.gate(model.stats_id), stats, ctx};
+    ++stats.upstream_connections_active;
+
+    auto stream = session->open(h2RequestHeaders(ctx, ep), body_);
+    if (!stream)
+      co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
+                                            "no endpoint of model `" + model.name + "` could take the request",
+                                            "upstream_unavailable", false);
+    ctx.on_downstream_gone = [stream] { stream->cancel(); };
+    const auto sent_at = Clock::now();
+    if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = sent_at + ctx.route->first_token_timeout;
+    const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
+    // The response head.
+    while (!stream->headers_done && !stream->reset && !stream->ended) {
+      if (!co_await waitChange(*stream, readBudget(idle, false))) {
+        stream->cancel();
+        if (clientLeft(ctx)) co_return Outcome::Done;
+        co_return co_await headFailed(ctx, model, true, false, {});
+      }
+    }
+    if (clientLeft(ctx)) co_return Outcome::Done;
+    if (!stream->headers_done) {
+      // REFUSED_STREAM: the server did not process it (safe to retry).
+      const bool refused = stream->error_code == 0x7;
+      co_return co_await headFailed(ctx, model, false, true, {}, !refused);
+    }
+    H2Source source{*session, *stream};
+    co_return co_await relay(ctx, model, ep, source, sent_at);
+  }
+
+  proxy::HeaderPairs h2RequestHeaders(const StreamContext& ctx, const config::EndpointConfig& ep) const {
+    proxy::HeaderPairs h;
+    h.reserve(ctx.request.headers.fields().size() + 8);
+    h.emplace_back(":method", ctx.request.method);
+    h.emplace_back(":scheme", "http");
+    h.emplace_back(":authority", ep.address);
+    h.emplace_back(":path", ctx.request.target);
+    std::string_view forwarded_for;
+    const std::string_view connection = ctx.request.headers.get("connection").value_or("");
+    for (const auto& [name, value] : ctx.request.headers.fields()) {
+      // `te: trailers` is the one hop-by-hop field HTTP/2 keeps (gRPC needs it).
+      const bool te_trailers = filter::equalsIgnoreCase(name, "te") && filter::equalsIgnoreCase(value, "trailers");
+      if ((!te_trailers && proxy::isHopByHop(name)) || filter::equalsIgnoreCase(name, "host") ||
+          filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
+          filter::equalsIgnoreCase(name, "x-request-id") || filter::equalsIgnoreCase(name, "x-forwarded-client-cert") ||
+          (!connection.empty() && namedInConnection(connection, name)))
+        continue;
+      if (filter::equalsIgnoreCase(name, "x-forwarded-for")) {
+        forwarded_for = value;
+        continue;
+      }
+      std::string lower = name;
+      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      h.emplace_back(std::move(lower), value);
+    }
+    h.emplace_back("x-forwarded-for",
+                   forwarded_for.empty() ? ctx.client_address : std::string(forwarded_for) + ", " + ctx.client_address);
+    h.emplace_back("x-request-id", ctx.request_id);
+    if (!ctx.peer_identity.empty()) h.emplace_back("x-forwarded-client-cert", "URI=" + ctx.peer_identity);
+    if (!body_.empty()) h.emplace_back("content-length", std::to_string(body_.size()));
+    return h;
+  }
+
+  // Waits for news on an HTTP/2 stream; false when `limit` passed first.
+  awaitable<bool> waitChange(proxy::UpstreamH2Stream& stream, Clock::duration limit) {
+    if (limit <= Clock::duration::zero()) co_return false;
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    timer.expires_after(limit);
+    stream.changed.reset();
+    auto r = co_await (stream.changed.wait() || timer.async_wait(kTuple));
+    co_return r.index() == 0;
+  }
+
+  // What the relay needs from an upstream response, per protocol.
+  enum class ReadState { Ok, Timeout, Reset };
+  struct ReadResult {
+    ReadState state = ReadState::Ok;
+    std::size_t n = 0;
+    bool end = false;
+  };
+
+  struct H1Source {
+    UpstreamConnection& conn;
+    http::response_parser<http::buffer_body>& parser;
+    unsigned status() const { return parser.get().result_int(); }
+    std::string_view reason() const { return {parser.get().reason().data(), parser.get().reason().size()}; }
+    std::string_view header(std::string_view name) const {
+      auto it = parser.get().find(name);
+      if (it == parser.get().end()) return {};
+      return std::string_view(it->value().data(), it->value().size());
+    }
+    template <typename F>
+    void forEachHeader(F&& f) const {
+      for (const auto& field : parser.get())
+        f(std::string_view(field.name_string().data(), field.name_string().size()),
+          std::string_view(field.value().data(), field.value().size()));
+    }
+    std::optional<std::uint64_t> contentLength() const {
+      if (auto cl = parser.content_length()) return *cl;
+      return std::nullopt;
+    }
+    bool done() const { return parser.is_done(); }
+    const proxy::HeaderPairs* trailers() const { return nullptr; }
+    awaitable<ReadResult> read(char* buf, std::size_t cap, Clock::duration limit) {
+      auto& body = parser.get().body();
+      body.data = buf;
+      body.size = cap;
+      conn.stream.expires_after(limit);
+      auto [ec, n] = co_await http::async_read_some(conn.stream, conn.buffer, parser, kTuple);
+      if (ec == http::error::need_buffer) ec = {};
+      ReadResult r;
+      if (ec) r.state = ec == beast::error::timeout ? ReadState::Timeout : ReadState::Reset;
+      r.n = cap - parser.get().body().size;
+      r.end = parser.is_done();
+      co_return r;
+    }
+  };
+
+  struct H2Source {
+    proxy::UpstreamH2Session& session;
+    proxy::UpstreamH2Stream& stream;
+    std::size_t taken = 0;  // of stream.data
+    unsigned status() const { return stream.status; }
+    std::string_view reason() const { return {}; }
+    std::string_view header(std::string_view name) const {
+      for (const auto& [n, v] : stream.headers)
+        if (filter::equalsIgnoreCase(n, name)) return v;
+      return {};
+    }
+    template <typename F>
+    void forEachHeader(F&& f) const {
+      for (const auto& [n, v] : stream.headers) f(std::string_view(n), std::string_view(v));
+    }
+    std::optional<std::uint64_t> contentLength() const {
+      auto v = header("content-length");
+      std::uint64_t n = 0;
+      if (v.empty() || std::from_chars(v.data(), v.data() + v.size(), n).ec != std::errc()) return std::nullopt;
+      return n;
+    }
+    bool done() const { return stream.ended && stream.data.size() == taken; }
+    const proxy::HeaderPairs* trailers() const { return stream.trailers.empty() ? nullptr : &stream.trailers; }
+    awaitable<ReadResult> read(char* buf, std::size_t cap, Clock::duration limit) {
+      ReadResult r;
+      for (;;) {
+        if (stream.data.size() > taken) {
+          r.n = std::min(cap, stream.data.size() - taken);
+          std::memcpy(buf, stream.data.data() + taken, r.n);
+          taken += r.n;
+          if (taken == stream.data.size()) {
+            stream.data.clear();
+            taken = 0;
+          }
+          session.consumed(stream.id, r.n);  // open the window by what was taken
+          r.end = done();
+          co_return r;
+        }
+        if (stream.ended) {
+          r.end = true;
+          co_return r;
+        }
+        if (stream.reset) {
+          r.state = ReadState::Reset;
+          co_return r;
+        }
+        if (limit <= Clock::duration::zero()) {
+          r.state = ReadState::Timeout;
+          co_return r;
+        }
+        using namespace asio::experimental::awaitable_operators;
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        timer.expires_after(limit);
+        stream.changed.reset();
+        auto w = co_await (stream.changed.wait() || timer.async_wait(kTuple));
+        if (w.index() == 1) {
+          r.state = ReadState::Timeout;
+          stream.cancel();
+          co_return r;
+        }
+      }
+    }
+  };
+
+  // Everything after the response head, for either protocol: outcome
+  // bookkeeping, the retry/fallback decision on an error status, then the
+  // head, the body chunk by chunk and the trailers to the client.
+  template <typename Source>
+  awaitable<Outcome> relay(StreamContext& ctx, const config::ModelConfig& model, const config::EndpointConfig& ep,
+                           Source& source, Clock::time_point sent_at) {
+    auto& worker = *ctx.worker;
+    auto& stats = worker.stats();
+    const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
+    upstream_status_ = source.status();
     auto& health = worker.endpointStates().get(ep.key);
-    if (auto report = res.find("endpoint-load-metrics"); report != res.end())
-      if (upstream::parseLoadReport(report->value(), health.reported_queue_depth, health.reported_kv_utilization))
+    if (auto report = source.header("endpoint-load-metrics"); !report.empty())
+      if (upstream::parseLoadReport(report, health.reported_queue_depth, health.reported_kv_utilization))
         health.reported_at = Clock::now();
-    if (upstream_status_ == 429) coolDown(worker, ep, res[http::field::retry_after]);
+    if (upstream_status_ == 429) coolDown(worker, ep, source.header("retry-after"));
+
+    struct RelayBuffer {
+      proxy::Worker& worker;
+      std::unique_ptr<char[]> data = worker.takeRelayBuffer();
+      ~RelayBuffer() { worker.returnRelayBuffer(std::move(data)); }
+    } buf{worker};
+    constexpr std::size_t kBufSize = proxy::Worker::kRelayBufferSize;
 
     // A 400 may be a context-length error a fallback takes over: hold the
     // (small) error body to look.
     std::string held;
     if (upstream_status_ == 400 && next_fallback_ && next_fallback_->on_context_length) {
-      std::array<char, 4096> chunk;
-      while (!parser.is_done() && held.size() < 64 * 1024) {
-        parser.get().body().data = chunk.data();
-        parser.get().body().size = chunk.size();
-        conn->stream.expires_after(budget(idle));
-        auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
-        if (ec && ec != http::error::need_buffer) break;
-        held.append(chunk.data(), chunk.size() - parser.get().body().size);
+      while (!source.done() && held.size() < 64 * 1024) {
+        const ReadResult r = co_await source.read(buf.data.get(), kBufSize, budget(idle));
+        held.append(buf.data.get(), r.n);
+        if (r.state != ReadState::Ok || r.end) break;
       }
       if (held.find("context_length_exceeded") != std::string::npos) {
         failed_with_ = Failure::ContextLength;
@@ -692,48 +951,39 @@ class RouterFilter final : public filter::StreamFilter {
       failed_with_ = f;
       failure_ = LocalFailure{upstream_status_, "model `" + model.name + "` answered " + std::to_string(upstream_status_),
                               f == Failure::Status429 ? "upstream_rate_limited" : "upstream_error",
-                              std::string(res[http::field::retry_after])};
+                              std::string(source.header("retry-after"))};
       // A 429 was refused, not processed: safe to send elsewhere.
       const Outcome o = decide(ctx, model, f, f != Failure::Status429);
-      if (o != Outcome::Failed) co_return o;
+      if (o != Outcome::Failed) {
+        ctx.error_source = filter::ErrorSource::Upstream;  // do not pool this connection
+        co_return o;
+      }
     }
     filter::ResponseHead head;
-    head.status = res.result_int();
-    head.reason.assign(res.reason());
-    for (const auto& f : res) {
-      std::string_view name = f.name_string();
+    head.status = upstream_status_;
+    head.reason.assign(source.reason());
+    source.forEachHeader([&](std::string_view name, std::string_view value) {
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "content-length") ||
           filter::equalsIgnoreCase(name, "x-request-id"))
-        continue;
-      head.headers.add(std::string(name), std::string(f.value()));
-    }
+        return;
+      head.headers.add(std::string(name), std::string(value));
+    });
     head.headers.add("x-infermesh-model", model.name);
-    std::optional<std::uint64_t> length;
-    if (auto cl = parser.content_length()) length = *cl;
     const bool sse = head.headers.get("content-type").value_or("").starts_with("text/event-stream");
-    const bool all_held = parser.is_done();
-    if (!co_await ctx.downstream->sendHeaders(head, parser.is_done() && held.empty(), length)) co_return Outcome::Done;
-    if (!held.empty() && !co_await ctx.downstream->sendBody(held, all_held)) co_return Outcome::Done;
+    const bool all_held = source.done();
+    const bool bodyless = all_held && held.empty() && source.trailers() == nullptr;
+    if (!co_await ctx.downstream->sendHeaders(head, bodyless, source.contentLength())) co_return Outcome::Done;
+    if (!held.empty() && !co_await ctx.downstream->sendBody(held, all_held && source.trailers() == nullptr))
+      co_return Outcome::Done;
     bool got_first_byte = !held.empty();
 
-    struct RelayBuffer {
-      proxy::Worker& worker;
-      std::unique_ptr<char[]> data = worker.takeRelayBuffer();
-      ~RelayBuffer() { worker.returnRelayBuffer(std::move(data)); }
-    } buf{worker};
-    constexpr std::size_t kBufSize = proxy::Worker::kRelayBufferSize;
     // Each read is forwarded as soon as it arrives (an SSE event is not held
     // back for the next), and the next read waits for the client to take it.
-    while (!parser.is_done()) {
-      auto& body = parser.get().body();
-      body.data = buf.data.get();
-      body.size = kBufSize;
-      conn->stream.expires_after(readBudget(idle, got_first_byte));
-      auto [ec, got_bytes] = co_await http::async_read_some(conn->stream, conn->buffer, parser, kTuple);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec && clientLeft(ctx)) co_return Outcome::Done;  // nobody to tell
-      if (ec) {
-        const bool timeout = ec == beast::error::timeout;
+    while (!source.done()) {
+      const ReadResult r = co_await source.read(buf.data.get(), kBufSize, readBudget(idle, got_first_byte));
+      if (r.state != ReadState::Ok && clientLeft(ctx)) co_return Outcome::Done;  // nobody to tell
+      if (r.state != ReadState::Ok) {
+        const bool timeout = r.state == ReadState::Timeout;
         stats.count(timeout ? UpstreamError::Timeout : UpstreamError::Reset);
         ctx.error_source = filter::ErrorSource::Upstream;
         ctx.error_reason = !timeout                             ? "upstream_reset_mid_stream"
@@ -747,10 +997,8 @@ class RouterFilter final : public filter::StreamFilter {
         ctx.downstream->abort();
         co_return Outcome::Done;
       }
-      const std::size_t got = kBufSize - parser.get().body().size;
-      const bool end = parser.is_done();
-      if (got == 0 && !end) continue;
-      if (!got_first_byte && got > 0) {
+      if (r.n == 0 && !r.end) continue;
+      if (!got_first_byte && r.n > 0) {
         // Time to first token: what EWMA balancing and "fastest" go by.
         const auto now = Clock::now();
         const double ttft = std::chrono::duration<double>(now - sent_at).count();
@@ -758,11 +1006,15 @@ class RouterFilter final : public filter::StreamFilter {
         upstream::recordLatency(worker.modelLatency(model.stats_id), ttft, now);
         got_first_byte = true;
       }
-      if (!co_await ctx.downstream->sendBody(std::string_view(buf.data.get(), got), end)) co_return Outcome::Done;
+      const bool end_body = r.end && source.trailers() == nullptr;
+      if ((r.n > 0 || end_body) &&
+          !co_await ctx.downstream->sendBody(std::string_view(buf.data.get(), r.n), end_body))
+        co_return Outcome::Done;
     }
-    if (parser.keep_alive() && conn->buffer.size() == 0) {
-      conn->stream.expires_never();
-      worker.upstreams().put(ep.key, std::move(conn));
+    if (const auto* trailers = source.trailers()) {
+      filter::HeaderList t;
+      for (const auto& [n, v] : *trailers) t.add(n, v);
+      if (!co_await ctx.downstream->sendTrailers(t)) co_return Outcome::Done;
     }
     co_return Outcome::Done;
   }

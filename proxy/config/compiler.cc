@@ -142,8 +142,12 @@ class Compiler {
     mc.upstream_model = spec.upstream_model().empty() ? m.name : spec.upstream_model();
     mc.aliases.assign(spec.aliases().begin(), spec.aliases().end());
     mc.capabilities.assign(spec.capabilities().begin(), spec.capabilities().end());
-    if (!spec.protocol().empty() && spec.protocol() != "openai")
-      errors_.push_back(m.error("spec.protocol", "unsupported protocol \"" + spec.protocol() + "\" (supported: openai)"));
+    if (!spec.protocol().empty() && spec.protocol() != "openai" && spec.protocol() != "open-inference")
+      errors_.push_back(
+          m.error("spec.protocol", "unsupported protocol \"" + spec.protocol() + "\" (openai or open-inference)"));
+    if (spec.upstream_protocol() == "http2") mc.upstream_h2 = true;
+    else if (!spec.upstream_protocol().empty() && spec.upstream_protocol() != "http1")
+      errors_.push_back(m.error("spec.upstreamProtocol", "must be http1 or http2"));
     if (spec.has_connect_timeout()) {
       mc.connect_timeout = toMillis(spec.connect_timeout());
       if (mc.connect_timeout.count() <= 0) errors_.push_back(m.error("spec.connectTimeout", "must be > 0"));

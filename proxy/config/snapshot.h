@@ -88,6 +88,7 @@ struct ModelConfig {
   CircuitBreakerConfig circuit_breakers;
   ActivationConfig activation;
   LocalityConfig locality;
+  bool upstream_h2 = false;  // endpoints speak HTTP/2 (h2c)
   std::uint32_t context_window = 0;  // tokens; 0: unknown
   double price_in_per_1k = 0;
   double price_out_per_1k = 0;

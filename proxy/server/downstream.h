@@ -23,6 +23,9 @@ class DownstreamStream {
   virtual boost::asio::awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
                                                    std::optional<std::uint64_t> content_length) = 0;
   virtual boost::asio::awaitable<bool> sendBody(std::string_view chunk, bool end_stream) = 0;
+  // Ends the response with trailers (gRPC status). Codecs that cannot carry
+  // them (HTTP/1.1 with a content length) just end the body.
+  virtual boost::asio::awaitable<bool> sendTrailers(const filter::HeaderList& trailers) = 0;
   // Answers with the OpenAI-shaped error of ctx.local_reply; when a response
   // has already started, aborts it instead.
   virtual boost::asio::awaitable<void> sendLocalReply() = 0;

@@ -371,6 +371,27 @@ awaitable<bool> Http1Connection::sendBody(std::string_view chunk, bool end_strea
   co_return ok;
 }
 
+awaitable<bool> Http1Connection::sendTrailers(const filter::HeaderList& trailers) {
+  if (!chunked_) co_return co_await sendBody({}, true);
+  // Chunked framing carries trailers after the last chunk.
+  std::string tail = "0\r\n";
+  for (const auto& [name, value] : trailers.fields()) {
+    tail += name;
+    tail += ": ";
+    tail += value;
+    tail += "\r\n";
+  }
+  tail += "\r\n";
+  asio::const_buffer bufs[2];
+  std::size_t n = 0;
+  if (!pending_head_.empty()) bufs[n++] = asio::buffer(pending_head_);
+  bufs[n++] = asio::buffer(tail);
+  const bool ok = co_await writeBuffers(bufs, n);
+  pending_head_.clear();
+  if (ok) response_complete_ = true;
+  co_return ok;
+}
+
 awaitable<void> Http1Connection::sendLocalReply() {
   if (response_started_) {
     abort();
@@ -379,6 +400,11 @@ awaitable<void> Http1Connection::sendLocalReply() {
   const filter::LocalReply& reply = *ctx_->local_reply;
   if (ctx_->error_reason.empty()) ctx_->error_reason = reply.code;
   filter::ResponseHead head;
+  if (isGrpc(ctx_->request)) {
+    grpcTrailersOnly(reply, head);
+    co_await sendHeaders(head, true, std::nullopt);
+    co_return;
+  }
   head.status = reply.status;
   head.headers.add("content-type", "application/json");
   for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);

@@ -47,6 +47,7 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   boost::asio::awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
                                            std::optional<std::uint64_t> content_length) override;
   boost::asio::awaitable<bool> sendBody(std::string_view chunk, bool end_stream) override;
+  boost::asio::awaitable<bool> sendTrailers(const filter::HeaderList& trailers) override;
   boost::asio::awaitable<void> sendLocalReply() override;
   bool responseStarted() const override { return response_started_; }
   void abort() override;

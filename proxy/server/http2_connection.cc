@@ -76,6 +76,8 @@ struct Http2Stream final : public DownstreamStream {
   bool response_complete = false;
   bool aborted = false;
   bool reset_after_data = false;  // aborted with data still queued
+  filter::HeaderList trailers;    // sent after the data (gRPC status)
+  bool has_trailers = false;
   Signal drained;
   Signal done;
   Signal resumed;
@@ -146,11 +148,27 @@ struct Http2Stream final : public DownstreamStream {
     const filter::LocalReply& reply = *ctx.local_reply;
     if (ctx.error_reason.empty()) ctx.error_reason = reply.code;
     filter::ResponseHead head;
+    if (isGrpc(ctx.request)) {
+      grpcTrailersOnly(reply, head);
+      co_await sendHeaders(head, true, std::nullopt);
+      co_return;
+    }
     head.status = reply.status;
     head.headers.add("content-type", "application/json");
     for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
     std::string body = openAiErrorJson(reply);
     if (co_await sendHeaders(head, false, body.size())) co_await sendBody(body, true);
+  }
+
+  awaitable<bool> sendTrailers(const filter::HeaderList& list) override {
+    if (closed) co_return false;
+    trailers = list;
+    out_eof = true;
+    has_trailers = true;
+    nghttp2_session_resume_data(session(), id);
+    conn.wantWrite();
+    response_complete = true;
+    co_return true;
   }
 
   bool responseStarted() const override { return response_started; }
@@ -198,6 +216,21 @@ struct Http2Stream final : public DownstreamStream {
     if (s->out.size() - s->out_sent <= kStreamSendBuffer) s->drained.notify();
     if (s->out.empty() && s->out_eof) {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (s->has_trailers) {
+        // The stream ends with a HEADERS frame instead.
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        std::vector<std::string> names;
+        std::vector<nghttp2_nv> nva;
+        names.reserve(s->trailers.fields().size());
+        for (const auto& [name, value] : s->trailers.fields()) {
+          std::string& l = names.emplace_back(name);
+          for (auto& ch : l) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          nva.push_back(nghttp2_nv{reinterpret_cast<std::uint8_t*>(l.data()),
+                                   reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), l.size(),
+                                   value.size(), NGHTTP2_NV_FLAG_NONE});
+        }
+        nghttp2_submit_trailer(session, stream_id, nva.data(), nva.size());
+      }
       return static_cast<ssize_t>(n);
     }
     if (n == 0) return s->reset_after_data ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : NGHTTP2_ERR_DEFERRED;

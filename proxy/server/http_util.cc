@@ -71,6 +71,56 @@ void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) {
 }
 
 
+bool isGrpc(const filter::RequestHead& request) {
+  const auto type = request.headers.get("content-type");
+  return type && type->starts_with("application/grpc");
+}
+
+int grpcStatusFor(const filter::LocalReply& reply) {
+  // By the proxy's own reason first, then the HTTP status as the gRPC
+  // HTTP-to-status mapping has it.
+  const std::string_view code = reply.code;
+  if (code.find("timeout") != std::string_view::npos) return 4;               // DEADLINE_EXCEEDED
+  if (code == "model_not_found" || code == "no_capable_model") return 5;      // NOT_FOUND
+  if (code == "overloaded" || code == "upstream_rate_limited") return 8;      // RESOURCE_EXHAUSTED
+  if (code == "no_route") return 12;                                          // UNIMPLEMENTED
+  if (code == "invalid_json" || code == "missing_model" || code == "bad_request") return 3;  // INVALID_ARGUMENT
+  switch (reply.status) {
+    case 400: return 13;  // INTERNAL
+    case 401: return 16;  // UNAUTHENTICATED
+    case 403: return 7;   // PERMISSION_DENIED
+    case 404: return 12;  // UNIMPLEMENTED
+    case 408: return 4;
+    case 413:
+    case 431: return 8;
+    case 429:
+    case 502:
+    case 503:
+    case 504: return 14;  // UNAVAILABLE
+    default: return 2;    // UNKNOWN
+  }
+}
+
+void grpcTrailersOnly(const filter::LocalReply& reply, filter::ResponseHead& head) {
+  head.status = 200;
+  head.headers.add("content-type", "application/grpc");
+  head.headers.add("grpc-status", std::to_string(grpcStatusFor(reply)));
+  // grpc-message is percent-encoded (printable ASCII except '%' as is).
+  std::string message;
+  for (unsigned char c : reply.message) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      message += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      message += '%';
+      message += kHex[c >> 4];
+      message += kHex[c & 0xf];
+    }
+  }
+  head.headers.add("grpc-message", message);
+  for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
+}
+
 void recordStreamEnd(Worker& worker, const filter::StreamContext& ctx, std::uint32_t listener_index) {
   auto& st = worker.stats();
   st.countRequest(ctx.route ? ctx.route->stats_id : 0, ctx.target_model ? ctx.target_model->stats_id : 0,

@@ -25,6 +25,14 @@ bool isHopByHop(std::string_view name);
 // An x-request-id from a client is kept only when short and printable.
 bool validRequestId(std::string_view id);
 
+// gRPC (content-type application/grpc[+proto|...]).
+bool isGrpc(const filter::RequestHead& request);
+// A local answer to a gRPC call: HTTP 200 with grpc-status and
+// grpc-message and no body ("trailers-only"), the status mapped from the
+// reply (timeouts -> DEADLINE_EXCEEDED, no endpoint -> UNAVAILABLE ...).
+void grpcTrailersOnly(const filter::LocalReply& reply, filter::ResponseHead& head);
+int grpcStatusFor(const filter::LocalReply& reply);
+
 // One JSON line per request (see docs/operations.md).
 void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log);
 // At a stream's end, whatever its protocol: request counters, the duration

@@ -31,6 +31,7 @@ void Worker::stopAndJoin() {
     // Close everything this thread owns, then let run() return.
     for (auto* c : std::vector<DownstreamConnection*>(connections_.begin(), connections_.end())) c->close();
     upstreams_.clear();
+    h2_upstreams_.clear();
     work_.reset();
     io_.stop();
   });

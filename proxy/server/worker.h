@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proxy/config/snapshot.h"
+#include "proxy/server/upstream_h2.h"
 #include "proxy/server/upstream_pool.h"
 #include "proxy/stats/worker_stats.h"
 #include "proxy/upstream/admission.h"
@@ -52,6 +53,7 @@ class Worker {
     return listener < access_logs_.size() ? access_logs_[listener].get() : nullptr;
   }
   UpstreamPool& upstreams() { return upstreams_; }
+  UpstreamH2Pool& h2Upstreams() { return h2_upstreams_; }
 
   // 16 KiB relay buffers, reused across streams (a stream holds one only
   // while it relays a response body).
@@ -135,6 +137,7 @@ class Worker {
   std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::thread thread_;
   UpstreamPool upstreams_;
+  UpstreamH2Pool h2_upstreams_;
 };
 
 }  // namespace infermesh::proxy
