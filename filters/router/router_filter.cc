@@ -16,6 +16,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "filters/router/grpc_message.h"
 #include "filters/router/mirror.h"
 #include "filters/router/model_extractor.h"
 #include "filters/router/model_selector.h"
@@ -114,7 +115,13 @@ class RouterFilter final : public filter::StreamFilter {
   }
 
   void start(StreamContext& ctx) {
-    if (!body_.empty()) {
+    grpc_ = proxy::isGrpc(ctx.request);
+    if (grpc_) {
+      // An Open Inference Protocol call names its model inside the first
+      // protobuf message; other gRPC calls route by path and headers.
+      if (!body_.empty()) oipModelName(body_, ctx.model);
+      ctx.stream = true;
+    } else if (!body_.empty()) {
       thread_local ModelExtractor extractor;
       ModelExtractor::ensurePadding(body_);
       BodyFields fields;
@@ -170,9 +177,14 @@ class RouterFilter final : public filter::StreamFilter {
     }
     ctx.target_model = target;
     // The backend may know the model under another name (alias, upstreamModel).
-    if (!ctx.model.empty() && ctx.model != target->upstream_model)
-      ModelExtractor::rewriteModel(body_, target->upstream_model);
+    if (!ctx.model.empty() && ctx.model != target->upstream_model) rewriteBodyModel(body_, *target);
     asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
+  }
+
+  // Names `model` to the backend in the body, JSON or gRPC.
+  void rewriteBodyModel(std::string& body, const config::ModelConfig& model) const {
+    if (grpc_) rewriteOipModelName(body, model.upstream_model);
+    else ModelExtractor::rewriteModel(body, model.upstream_model);
   }
 
   // About four bytes of JSON per token: errs high, which is the safe side
@@ -272,7 +284,7 @@ class RouterFilter final : public filter::StreamFilter {
     for (const auto& m : ctx.route->mirrors) {
       if (std::uniform_real_distribution<double>(0, 100)(worker.rng()) >= m.percent) continue;
       std::string body = body_;
-      if (!body.empty()) ModelExtractor::rewriteModel(body, m.model->upstream_model);
+      if (!body.empty() && !ctx.model.empty()) rewriteBodyModel(body, *m.model);
       std::string head = head_.substr(0, host_at_ - 6);  // up to "host: "
       head += "content-length: " + std::to_string(body.size()) + "\r\n";
       head += "x-infermesh-shadow: 1\r\nhost: ";
@@ -299,6 +311,10 @@ class RouterFilter final : public filter::StreamFilter {
       ~Unload() { --load.requests; }
     } unload{load};
     if (route.request_timeout.count() > 0) deadline_ = ctx.start + route.request_timeout;
+    // A gRPC client's own deadline also bounds the call.
+    if (grpc_)
+      if (auto t = ctx.request.headers.get("grpc-timeout"))
+        if (auto d = parseGrpcTimeout(*t)) deadline_ = std::min(deadline_, ctx.start + *d);
     buildRequest(ctx);
     if (!route.mirrors.empty()) sendMirrors(ctx);
     // The route's model, then its fallbacks in order: a failure that the
@@ -328,7 +344,7 @@ class RouterFilter final : public filter::StreamFilter {
       ctx.target_model = next_fallback_->model;
       ctx.error_source = filter::ErrorSource::None;
       ctx.local_reply.reset();
-      ModelExtractor::rewriteModel(body_, ctx.target_model->upstream_model);
+      if (!ctx.model.empty()) rewriteBodyModel(body_, *ctx.target_model);
       buildRequest(ctx);
     }
   }
@@ -1020,6 +1036,7 @@ class RouterFilter final : public filter::StreamFilter {
   }
 
   std::string body_;
+  bool grpc_ = false;
   std::string head_;
   std::size_t host_at_ = 0;
   const config::FallbackConfig* next_fallback_ = nullptr;

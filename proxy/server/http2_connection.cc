@@ -277,8 +277,17 @@ awaitable<void> runStream(Http2Stream& s) {
   } else {
     progress = co_await settle(s, fm.requestHeaders(s.body_complete && s.body_in.empty()));
   }
-  while (progress == FilterManager::Progress::Done && !(s.body_complete && s.body_in.empty()) && !s.closed) {
+  // Whether the filters have seen the end of the request (with the head, or
+  // with a body chunk).
+  bool delivered_end = s.body_complete && s.body_in.empty();
+  while (progress == FilterManager::Progress::Done && !delivered_end && !s.closed) {
     if (s.body_in.empty()) {
+      if (s.body_complete) {
+        // END_STREAM came in a frame of its own, after the last data.
+        delivered_end = true;
+        progress = co_await settle(s, fm.requestBody({}, true));
+        break;
+      }
       s.body_arrived.reset();
       co_await s.body_arrived.wait();
       continue;
@@ -296,10 +305,11 @@ awaitable<void> runStream(Http2Stream& s) {
     nghttp2_session_consume(conn.session(), s.id, chunk.size());
     conn.wantWrite();
     ctx.request_body_bytes += chunk.size();
-    progress = co_await settle(s, fm.requestBody(chunk, s.body_complete && s.body_in.empty()));
+    delivered_end = s.body_complete && s.body_in.empty();
+    progress = co_await settle(s, fm.requestBody(chunk, delivered_end));
   }
   if (s.closed && progress == FilterManager::Progress::Done && !s.response_started && !s.done.notified() &&
-      !(s.body_complete && s.body_in.empty())) {
+      !delivered_end) {
     ctx.error_source = filter::ErrorSource::Downstream;
     ctx.error_reason = "client_disconnected";
   } else if (progress == FilterManager::Progress::LocalReply) {
