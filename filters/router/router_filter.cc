@@ -21,6 +21,7 @@
 #include "filters/router/model_extractor.h"
 #include "filters/router/model_selector.h"
 #include "filters/router/route_matcher.h"
+#include "filters/router/upstream_connect.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/http_util.h"
@@ -96,6 +97,7 @@ class RouterFilter final : public filter::StreamFilter {
     Fallback,         // failed; the route's next fallback takes it
     Failed,           // failed; answer the client with failure_
     StaleConnection,  // a pooled connection turned out closed
+    SwitchToHttp2,    // TLS negotiated HTTP/2 with this endpoint
   };
 
   struct LocalFailure {
@@ -529,10 +531,12 @@ class RouterFilter final : public filter::StreamFilter {
       // Load is tracked only where there is a choice to make.
       if (balance) ++worker.endpointStates().get(ep.key).outstanding;
       upstream_status_ = 0;
-      Outcome o = model.upstream_h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
+      const bool h2 = model.upstream_h2 || (model.upstream_auto && worker.endpointStates().get(ep.key).alpn_h2);
+      Outcome o = h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
       if (o == Outcome::StaleConnection) o = co_await exchange(ctx, model, ep, /*pooled=*/false);
+      if (o == Outcome::SwitchToHttp2) o = co_await exchangeH2(ctx, model, ep);
       if (balance) --worker.endpointStates().get(ep.key).outstanding;
       if (attempt > 0) --worker.routeLoad(ctx.route->stats_id).retries;
       if (o == Outcome::Done && clientLeft(ctx)) co_return o;  // says nothing about the endpoint
@@ -597,6 +601,13 @@ class RouterFilter final : public filter::StreamFilter {
     return false;
   }
 
+  awaitable<Outcome> connectFailed(StreamContext& ctx, const config::ModelConfig& model, const std::string& why) {
+    spdlog::debug("model {}: connection failed: {}", model.name, why);
+    co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
+                                          "no endpoint of model `" + model.name + "` could be reached (" + why + ")",
+                                          "upstream_unavailable", false);
+  }
+
   // A response head could not be read: why, as a failure.
   awaitable<Outcome> headFailed(StreamContext& ctx, const config::ModelConfig& model, bool timeout, bool closed,
                                 const std::string& detail, bool reached_model = true) {
@@ -621,7 +632,7 @@ class RouterFilter final : public filter::StreamFilter {
     auto& worker = *ctx.worker;
     auto& stats = worker.stats();
     failed_with_ = Failure::None;
-    std::unique_ptr<UpstreamConnection> conn = pooled ? worker.upstreams().take(ep.key) : nullptr;
+    std::unique_ptr<UpstreamConnection> conn = pooled ? worker.upstreams().take(poolKey(*ctx.snapshot, model, ep)) : nullptr;
     const bool reused = conn != nullptr;
     if (pastDeadline())
       co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
@@ -633,25 +644,23 @@ class RouterFilter final : public filter::StreamFilter {
     } counted{worker.gate(model.stats_id)};
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io().get_executor());
-      boost::system::error_code addr_ec;
-      asio::ip::tcp::endpoint endpoint(asio::ip::make_address(ep.ip, addr_ec), ep.port);
-      conn->stream.expires_after(budget(model.connect_timeout));
-      ctx.on_downstream_gone = [stream = &conn->stream] { stream->cancel(); };
-      auto [ec] = co_await conn->stream.async_connect(endpoint, kTuple);
+      ctx.on_downstream_gone = [tcp = &conn->stream.lower()] { tcp->cancel(); };
+      const ConnectResult c = co_await connectUpstream(worker, *ctx.snapshot, model, ep, *conn, budget(model.connect_timeout));
       ctx.on_downstream_gone = nullptr;
-      if (ec && clientLeft(ctx)) co_return Outcome::Done;
-      if (ec)
-        co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
-                                              "no endpoint of model `" + model.name + "` could be reached",
-                                              "upstream_unavailable", false);
-      conn->stream.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+      if (!c.ok && clientLeft(ctx)) co_return Outcome::Done;
+      if (!c.ok) co_return co_await connectFailed(ctx, model, c.error);
       ++stats.upstream_connections_opened;
+      if (c.alpn == "h2") {
+        // ALPN chose HTTP/2: this endpoint is served by streams from now on.
+        worker.endpointStates().get(ep.key).alpn_h2 = true;
+        co_return Outcome::SwitchToHttp2;
+      }
     } else {
       ++stats.upstream_connections_reused;
     }
     ++stats.upstream_connections_active;
     // While this exchange runs, a client that leaves cancels it.
-    ctx.on_downstream_gone = [stream = &conn->stream] { stream->cancel(); };
+    ctx.on_downstream_gone = [tcp = &conn->stream.lower()] { tcp->cancel(); };
     struct Active {
       StreamContext& ctx;
       stats::WorkerStats& s;
@@ -665,7 +674,7 @@ class RouterFilter final : public filter::StreamFilter {
     head_ += ep.address;
     head_ += "\r\n\r\n";
     const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
-    conn->stream.expires_after(budget(idle));
+    conn->stream.lower().expires_after(budget(idle));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head_), asio::buffer(body_)};
     auto [wec, wn] = co_await asio::async_write(conn->stream, request, kTuple);
     if (wec && clientLeft(ctx)) co_return Outcome::Done;
@@ -681,7 +690,7 @@ class RouterFilter final : public filter::StreamFilter {
     parser.header_limit(64 * 1024);
     parser.body_limit(boost::none);  // responses are streamed, never held
     if (ctx.request.method == "HEAD") parser.skip(true);
-    conn->stream.expires_after(readBudget(idle, false));
+    conn->stream.lower().expires_after(readBudget(idle, false));
     auto [hec, hn] = co_await http::async_read_header(conn->stream, conn->buffer, parser, kTuple);
     if (hec && clientLeft(ctx)) co_return Outcome::Done;
     if (hec) {
@@ -694,8 +703,8 @@ class RouterFilter final : public filter::StreamFilter {
     const Outcome o = co_await relay(ctx, model, ep, source, sent_at);
     if (o == Outcome::Done && parser.is_done() && parser.keep_alive() && conn->buffer.size() == 0 &&
         ctx.error_source != filter::ErrorSource::Upstream && !clientLeft(ctx)) {
-      conn->stream.expires_never();
-      worker.upstreams().put(ep.key, std::move(conn));
+      conn->stream.lower().expires_never();
+      worker.upstreams().put(poolKey(*ctx.snapshot, model, ep), std::move(conn));
     }
     co_return o;
   }
@@ -709,24 +718,27 @@ class RouterFilter final : public filter::StreamFilter {
     if (pastDeadline())
       co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
                                             "upstream request timed out", "upstream_timeout", false);
-    std::shared_ptr<proxy::UpstreamH2Session> session = worker.h2Upstreams().find(ep.key);
+    std::shared_ptr<proxy::UpstreamH2Session> session = worker.h2Upstreams().find(poolKey(*ctx.snapshot, model, ep));
     if (session) {
       ++stats.upstream_connections_reused;
     } else {
       if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
       worker.gate(model.stats_id).closeConnection();  // counted while in use below, like HTTP/1.1
-      session = std::make_shared<proxy::UpstreamH2Session>(worker.io().get_executor());
-      boost::system::error_code addr_ec;
-      const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(ep.ip, addr_ec), ep.port);
-      const bool up = co_await session->connect(
-          endpoint, std::chrono::duration_cast<std::chrono::milliseconds>(budget(model.connect_timeout)));
+      UpstreamConnection conn(worker.io().get_executor());
+      ctx.on_downstream_gone = [tcp = &conn.stream.lower()] { tcp->cancel(); };
+      const ConnectResult c = co_await connectUpstream(worker, *ctx.snapshot, model, ep, conn, budget(model.connect_timeout));
+      ctx.on_downstream_gone = nullptr;
       if (clientLeft(ctx)) co_return Outcome::Done;
-      if (!up)
-        co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
-                                              "no endpoint of model `" + model.name + "` could be reached",
-                                              "upstream_unavailable", false);
+      if (!c.ok) co_return co_await connectFailed(ctx, model, c.error);
+      if (conn.stream.tls() && c.alpn != "h2") {
+        worker.endpointStates().get(ep.key).alpn_h2 = false;
+        co_return co_await connectFailed(ctx, model, "the server did not agree to HTTP/2 (ALPN)");
+      }
       ++stats.upstream_connections_opened;
-      worker.h2Upstreams().add(ep.key, session);
+      conn.stream.lower().expires_never();
+      session = std::make_shared<proxy::UpstreamH2Session>(std::move(conn.stream));
+      session->start();
+      worker.h2Upstreams().add(poolKey(*ctx.snapshot, model, ep), session);
     }
     if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
     struct Counted {
@@ -846,7 +858,7 @@ class RouterFilter final : public filter::StreamFilter {
       auto& body = parser.get().body();
       body.data = buf;
       body.size = cap;
-      conn.stream.expires_after(limit);
+      conn.stream.lower().expires_after(limit);
       auto [ec, n] = co_await http::async_read_some(conn.stream, conn.buffer, parser, kTuple);
       if (ec == http::error::need_buffer) ec = {};
       ReadResult r;

@@ -146,8 +146,26 @@ class Compiler {
       errors_.push_back(
           m.error("spec.protocol", "unsupported protocol \"" + spec.protocol() + "\" (openai or open-inference)"));
     if (spec.upstream_protocol() == "http2") mc.upstream_h2 = true;
+    else if (spec.upstream_protocol() == "auto") mc.upstream_auto = true;
     else if (!spec.upstream_protocol().empty() && spec.upstream_protocol() != "http1")
-      errors_.push_back(m.error("spec.upstreamProtocol", "must be http1 or http2"));
+      errors_.push_back(m.error("spec.upstreamProtocol", "must be http1, http2 or auto"));
+    if (spec.has_upstream_tls()) {
+      const auto& t = spec.upstream_tls();
+      auto& u = mc.upstream_tls;
+      u.ca_file = t.ca_file();
+      u.server_name = t.server_name();
+      u.spiffe_ids.assign(t.spiffe_ids().begin(), t.spiffe_ids().end());
+      u.cert_file = t.cert_file();
+      u.key_file = t.key_file();
+      if (u.ca_file.empty()) errors_.push_back(m.error("spec.upstreamTls.caFile", "is required"));
+      if (u.cert_file.empty() != u.key_file.empty())
+        errors_.push_back(m.error("spec.upstreamTls.certFile", "certFile and keyFile go together"));
+      for (int i = 0; i < t.spiffe_ids_size(); ++i)
+        if (t.spiffe_ids(i).rfind("spiffe://", 0) != 0)
+          errors_.push_back(m.error("spec.upstreamTls.spiffeIds[" + std::to_string(i) + "]", "must start with spiffe://"));
+    }
+    if (mc.upstream_auto && !spec.has_upstream_tls())
+      errors_.push_back(m.error("spec.upstreamProtocol", "auto needs upstreamTls (ALPN)"));
     if (spec.has_connect_timeout()) {
       mc.connect_timeout = toMillis(spec.connect_timeout());
       if (mc.connect_timeout.count() <= 0) errors_.push_back(m.error("spec.connectTimeout", "must be > 0"));
@@ -196,6 +214,7 @@ class Compiler {
         continue;
       }
       ec.port = hp.port;
+      ec.host = hp.host;
       if (auto err = resolve(hp.host, ec.ip); !err.empty()) {
         errors_.push_back(m.error(path, err));
         continue;

@@ -9,6 +9,10 @@
 
 #include "proxy/filter/filter.h"
 
+namespace infermesh::tls {
+class ClientContext;
+}
+
 namespace infermesh::config {
 
 // The compiled, validated, immutable configuration. Workers read it through a
@@ -16,6 +20,7 @@ namespace infermesh::config {
 
 struct EndpointConfig {
   std::string address;  // as configured, for logs
+  std::string host;     // as configured (TLS server name by default)
   std::string ip;       // resolved at compile time
   std::uint16_t port = 0;
   std::uint64_t key = 0;  // stable across snapshots: identifies the upstream pool
@@ -64,6 +69,16 @@ struct ActivationConfig {
   bool enabled() const { return !webhook.empty(); }
 };
 
+struct UpstreamTlsConfig {
+  std::string ca_file;  // empty: plain TCP
+  std::string server_name;
+  std::vector<std::string> spiffe_ids;
+  std::string cert_file;
+  std::string key_file;
+  bool enabled() const { return !ca_file.empty(); }
+  bool operator==(const UpstreamTlsConfig&) const = default;
+};
+
 struct LocalityConfig {
   bool enabled = false;
   std::uint32_t spillover_threshold_percent = 70;
@@ -88,7 +103,9 @@ struct ModelConfig {
   CircuitBreakerConfig circuit_breakers;
   ActivationConfig activation;
   LocalityConfig locality;
-  bool upstream_h2 = false;  // endpoints speak HTTP/2 (h2c)
+  bool upstream_h2 = false;    // endpoints speak HTTP/2
+  bool upstream_auto = false;  // ALPN decides (with upstream TLS)
+  UpstreamTlsConfig upstream_tls;
   std::uint32_t context_window = 0;  // tokens; 0: unknown
   double price_in_per_1k = 0;
   double price_out_per_1k = 0;
@@ -237,6 +254,13 @@ struct Snapshot {
   // Models by capability, in source order (capability selection).
   std::unordered_map<std::string, std::vector<const ModelConfig*>, StringHash, std::equal_to<>> models_by_capability;
   std::string dump_json;  // the source resources as JSON, for /config_dump
+  // TLS client contexts by model index, attached by the proxy before the
+  // snapshot is published (loading certificates is the runtime's job, not
+  // the compiler's); null where a model has no upstream TLS.
+  mutable std::vector<std::shared_ptr<const tls::ClientContext>> upstream_tls;
+  const tls::ClientContext* upstreamTls(std::uint32_t model_index) const {
+    return model_index < upstream_tls.size() ? upstream_tls[model_index].get() : nullptr;
+  }
 
   const ModelConfig* findModel(std::string_view name) const {
     auto it = model_by_name.find(name);

@@ -34,9 +34,9 @@ Http1Connection::Http1Connection(Worker& worker, Transport transport, std::uint3
       done_(socket_.get_executor()),
       resumed_(socket_.get_executor()) {
   boost::system::error_code ec;
-  auto ep = socket_.socket().remote_endpoint(ec);
+  auto ep = socket_.lower().remote_endpoint(ec);
   if (!ec) peer_ip_ = ep.address().to_string();
-  socket_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.lower().set_option(asio::ip::tcp::no_delay(true), ec);
   worker_.track(this);
   ++worker_.stats().downstream_connections_active;
 }
@@ -72,7 +72,7 @@ awaitable<void> Http1Connection::watchdog() {
       timed_out_ = true;
       deadline_ = std::chrono::steady_clock::time_point::max();
       boost::system::error_code ec;
-      socket_.socket().cancel(ec);
+      socket_.lower().cancel(ec);
     }
   }
 }
@@ -88,8 +88,8 @@ void Http1Connection::close() {
   // A stream still working upstream has no client left to answer.
   if (ctx_ != nullptr && ctx_->on_downstream_gone) ctx_->on_downstream_gone();
   boost::system::error_code ec;
-  socket_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.socket().close(ec);
+  socket_.lower().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.lower().close(ec);
   deadline_timer_.cancel();
 }
 
@@ -127,18 +127,27 @@ awaitable<void> Http1Connection::serveRequests() {
     parser.body_limit(limits.max_request_body_bytes);
 
     // Waiting for the next request is idle time (closed quietly when it
-    // runs out); from the first byte on, the header timeout applies.
-    if (buffer_.size() == 0) {
+    // runs out); from the first byte on, the header timeout applies. With
+    // TLS the next request may already sit in the TLS layer's buffer, where
+    // the socket's readiness does not show it: the head is read at once,
+    // under the idle deadline.
+    bool idle_read = false;
+    if (buffer_.size() == 0 && socket_.tls()) {
+      idle_read = idle_ = true;  // a drain may close it meanwhile
+      setDeadline(limits.idle_timeout);
+    } else if (buffer_.size() == 0) {
       idle_ = true;
       setDeadline(limits.idle_timeout);
-      auto [wec] = co_await socket_.socket().async_wait(asio::ip::tcp::socket::wait_read, kTuple);
+      auto [wec] = co_await socket_.lower().async_wait(asio::ip::tcp::socket::wait_read, kTuple);
       idle_ = false;
       if (wec || !open_ || worker_.draining()) co_return;
     }
-    setDeadline(limits.header_timeout);
+    if (!idle_read) setDeadline(limits.header_timeout);
     auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
+    idle_ = false;
     if (ec) {
       if (!open_) co_return;
+      if (idle_read && !parser.got_some()) co_return;  // idle time ran out, or the client closed
       if (timed_out_) {
         worker_.stats().count(DownstreamError::Timeout);
         co_await rejectAndClose(408, "request_timeout", "request headers not received in time");
@@ -171,10 +180,10 @@ awaitable<void> Http1Connection::serveRequests() {
 }
 
 awaitable<bool> Http1Connection::clientGone() {
-  auto [ec] = co_await socket_.socket().async_wait(asio::ip::tcp::socket::wait_read, kTuple);
+  auto [ec] = co_await socket_.lower().async_wait(asio::ip::tcp::socket::wait_read, kTuple);
   if (ec) co_return false;  // cancelled: the response finished first
   char byte;
-  const ssize_t n = ::recv(socket_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const ssize_t n = ::recv(socket_.lower().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) co_return true;
   // Bytes of a pipelined request: not a disconnect; stop watching.
   co_return false;

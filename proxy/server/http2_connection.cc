@@ -444,9 +444,9 @@ Http2Connection::Http2Connection(Worker& worker, Transport transport, std::uint3
       want_write_(socket_.get_executor()),
       all_streams_done_(socket_.get_executor()) {
   boost::system::error_code ec;
-  auto ep = socket_.socket().remote_endpoint(ec);
+  auto ep = socket_.lower().remote_endpoint(ec);
   if (!ec) peer_ip_ = ep.address().to_string();
-  socket_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.lower().set_option(asio::ip::tcp::no_delay(true), ec);
 
   nghttp2_session_callbacks* cbs = nullptr;
   nghttp2_session_callbacks_new(&cbs);
@@ -654,8 +654,8 @@ void Http2Connection::close() {
     it = streams_.erase(it);
   }
   boost::system::error_code ec;
-  socket_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.socket().close(ec);
+  socket_.lower().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.lower().close(ec);
   want_write_.notify();
 }
 

@@ -30,6 +30,7 @@
 #include "proxy/server/worker.h"
 #include "proxy/stats/metrics_collector.h"
 #include "proxy/upstream/health_checker.h"
+#include "proxy/tls/client_tls.h"
 #include "proxy/tls/server_tls.h"
 
 namespace infermesh::proxy {
@@ -83,6 +84,13 @@ struct Server::Impl {
   std::unique_ptr<upstream::HealthChecker> health_checker;
   // TLS contexts per listener (listeners are fixed for the process's life).
   std::unique_ptr<tls::ListenerTls> listener_tls;
+  tls::UpstreamTlsRegistry upstream_tls;
+
+  // Loads what a snapshot needs from files before anyone sees it: the
+  // listeners' certificates and the models' upstream TLS contexts.
+  bool prepareTls(const config::Snapshot& snap, std::string& error) {
+    return upstream_tls.apply(snap, error) && (!listener_tls || listener_tls->apply(snap, error));
+  }
   std::atomic<std::uint64_t> next_version{1};
   bool serving = false;
   bool draining = false;
@@ -141,7 +149,7 @@ struct Server::Impl {
       result.snapshot.reset();
     }
     if (result.snapshot && listener_tls) {
-      if (std::string error; !listener_tls->apply(*result.snapshot, error)) {
+      if (std::string error; !prepareTls(*result.snapshot, error)) {
         result.errors.push_back(config::ConfigError{options.config_path, "", "", 0, error});
         result.snapshot.reset();
       }
@@ -397,7 +405,7 @@ struct Server::Impl {
   // Binds the listeners of the first config and starts accepting.
   void startServing() {
     listener_tls = std::make_unique<tls::ListenerTls>(current->listeners.size());
-    if (std::string error; !listener_tls->apply(*current, error)) throw std::runtime_error(error);
+    if (std::string error; !prepareTls(*current, error)) throw std::runtime_error(error);
     bindListeners();
     publish(current);
     for (std::size_t w = 0; w < workers.size(); ++w)
@@ -441,7 +449,7 @@ struct Server::Impl {
         return {config::ConfigError{"control-plane", "", "", 0, std::string("cannot start listeners: ") + e.what()}};
       }
     } else {
-      if (std::string error; !listener_tls->apply(*snap, error))
+      if (std::string error; !prepareTls(*snap, error))
         return {config::ConfigError{"control-plane", "", "", 0, error}};
       publish(snap);
     }

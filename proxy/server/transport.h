@@ -2,28 +2,34 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 
 #include <memory>
 #include <utility>
 
 namespace infermesh::proxy {
 
-// A client connection's byte stream: a plain TCP socket or TLS over one,
-// chosen per connection at accept. Both codecs read and write through it
-// (it is an Asio AsyncReadStream/AsyncWriteStream), so neither knows which
-// it has; socket() reaches the TCP socket underneath for options, peeking
-// and closing.
-class Transport {
+// A connection's byte stream: plain, or TLS over the same lower layer,
+// chosen per connection. Codecs and the router read and write through it
+// (it is an Asio AsyncReadStream/AsyncWriteStream), so they do not know
+// which it is; lower() reaches the TCP layer underneath for options,
+// timeouts, peeking and closing.
+template <typename Lower>
+class DualStream {
  public:
   using executor_type = boost::asio::any_io_executor;
-  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+  using TlsStream = boost::asio::ssl::stream<Lower>;
 
-  explicit Transport(boost::asio::ip::tcp::socket socket) : plain_(std::move(socket)) {}
-  explicit Transport(std::unique_ptr<TlsStream> tls) : plain_(tls->get_executor()), tls_(std::move(tls)) {}
+  explicit DualStream(Lower lower) : plain_(std::move(lower)) {}
+  explicit DualStream(std::unique_ptr<TlsStream> tls) : plain_(tls->get_executor()), tls_(std::move(tls)) {}
 
   executor_type get_executor() { return tls_ ? tls_->get_executor() : plain_.get_executor(); }
-  boost::asio::ip::tcp::socket& socket() { return tls_ ? tls_->next_layer() : plain_; }
+  Lower& lower() { return tls_ ? tls_->next_layer() : plain_; }
   bool tls() const { return tls_ != nullptr; }
+  TlsStream* tlsStream() { return tls_.get(); }
+  // Wraps the (connected) lower layer in TLS with `ssl` (owned from now on);
+  // the caller then runs the handshake on tlsStream().
+  void startTls(SSL* ssl) { tls_ = std::make_unique<TlsStream>(std::move(plain_), ssl); }
 
   // Same completion signature on both paths, so one return type.
   template <typename MutableBuffers, typename Token>
@@ -38,8 +44,13 @@ class Transport {
   }
 
  private:
-  boost::asio::ip::tcp::socket plain_;
+  Lower plain_;  // moved into tls_ by startTls (then unused)
   std::unique_ptr<TlsStream> tls_;
 };
+
+// Client connections (accepted sockets).
+using Transport = DualStream<boost::asio::ip::tcp::socket>;
+// Upstream connections: Beast's tcp_stream for per-operation timeouts.
+using UpstreamStream = DualStream<boost::beast::tcp_stream>;
 
 }  // namespace infermesh::proxy

@@ -113,7 +113,8 @@ struct UpstreamH2Session::Callbacks {
   }
 };
 
-UpstreamH2Session::UpstreamH2Session(const asio::any_io_executor& ex) : socket_(ex), want_write_(ex) {
+UpstreamH2Session::UpstreamH2Session(UpstreamStream stream)
+    : stream_(std::move(stream)), want_write_(stream_.get_executor()) {
   nghttp2_session_callbacks* cbs = nullptr;
   nghttp2_session_callbacks_new(&cbs);
   nghttp2_session_callbacks_set_on_header_callback(cbs, &Callbacks::onHeader);
@@ -139,21 +140,14 @@ UpstreamH2Session::UpstreamH2Session(const asio::any_io_executor& ex) : socket_(
 
 UpstreamH2Session::~UpstreamH2Session() { nghttp2_session_del(session_); }
 
-awaitable<bool> UpstreamH2Session::connect(asio::ip::tcp::endpoint endpoint, std::chrono::milliseconds timeout) {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer timer(socket_.get_executor());
-  timer.expires_after(timeout);
-  auto r = co_await (socket_.async_connect(endpoint, kTuple) || timer.async_wait(kTuple));
-  if (r.index() == 1 || std::get<0>(std::get<0>(r))) co_return false;
-  boost::system::error_code ec;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+void UpstreamH2Session::start() {
   open_ = true;
   auto self = shared_from_this();
-  asio::co_spawn(socket_.get_executor(), [self]() -> awaitable<void> {
+  asio::co_spawn(stream_.get_executor(), [self]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
     co_await (self->readLoop() || self->writeLoop());
     self->fail();
   }, asio::detached);
-  co_return true;
 }
 
 bool UpstreamH2Session::acceptsStreams() const {
@@ -163,7 +157,7 @@ bool UpstreamH2Session::acceptsStreams() const {
 
 std::shared_ptr<UpstreamH2Stream> UpstreamH2Session::open(const HeaderPairs& headers, std::string body) {
   if (!acceptsStreams()) return nullptr;
-  auto s = std::make_shared<UpstreamH2Stream>(socket_.get_executor());
+  auto s = std::make_shared<UpstreamH2Stream>(stream_.get_executor());
   s->body = std::move(body);
   s->session = weak_from_this();
   std::vector<nghttp2_nv> nva;
@@ -196,8 +190,7 @@ void UpstreamH2Session::cancel(std::int32_t id) {
 }
 
 void UpstreamH2Session::close() {
-  boost::system::error_code ec;
-  socket_.close(ec);
+  stream_.lower().close();
   want_write_.notify();
 }
 
@@ -209,13 +202,12 @@ void UpstreamH2Session::fail() {
     if (!s->ended) s->reset = true;
     s->changed.notify();
   }
-  boost::system::error_code ec;
-  socket_.close(ec);
+  stream_.lower().close();
 }
 
 awaitable<void> UpstreamH2Session::readLoop() {
   std::array<std::uint8_t, 16 * 1024> buf;
-  asio::steady_timer idle(socket_.get_executor());
+  asio::steady_timer idle(stream_.get_executor());
   for (;;) {
     using namespace asio::experimental::awaitable_operators;
     std::size_t n = 0;
@@ -223,11 +215,11 @@ awaitable<void> UpstreamH2Session::readLoop() {
     if (streams_.empty()) {
       // An idle connection is kept for a while, then closed.
       idle.expires_after(kIdleClose);
-      auto r = co_await (socket_.async_read_some(asio::buffer(buf), kTuple) || idle.async_wait(kTuple));
+      auto r = co_await (stream_.async_read_some(asio::buffer(buf), kTuple) || idle.async_wait(kTuple));
       if (r.index() == 1) co_return;
       std::tie(ec, n) = std::get<0>(r);
     } else {
-      std::tie(ec, n) = co_await socket_.async_read_some(asio::buffer(buf), kTuple);
+      std::tie(ec, n) = co_await stream_.async_read_some(asio::buffer(buf), kTuple);
     }
     if (ec) co_return;
     if (nghttp2_session_mem_recv(session_, buf.data(), n) < 0) co_return;
@@ -248,12 +240,12 @@ awaitable<void> UpstreamH2Session::writeLoop() {
       if (pending.size() >= 64 * 1024) break;
     }
     if (!pending.empty()) {
-      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(pending), kTuple);
+      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(pending), kTuple);
       if (ec) co_return;
       pending.clear();
       continue;
     }
-    if (!socket_.is_open()) co_return;
+    if (!stream_.lower().socket().is_open()) co_return;
     want_write_.reset();
     co_await want_write_.wait();
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proxy/server/signal.h"
+#include "proxy/server/transport.h"
 
 struct nghttp2_session;
 
@@ -50,11 +51,12 @@ struct UpstreamH2Stream {
 // SETTINGS_MAX_CONCURRENT_STREAMS; a GOAWAY or error retires it.
 class UpstreamH2Session : public std::enable_shared_from_this<UpstreamH2Session> {
  public:
-  explicit UpstreamH2Session(const boost::asio::any_io_executor& ex);
+  // Takes over a connected (and, with TLS, handshaken) stream.
+  explicit UpstreamH2Session(UpstreamStream stream);
   ~UpstreamH2Session();
 
-  // Connects and starts the read and write loops. Returns false on failure.
-  boost::asio::awaitable<bool> connect(boost::asio::ip::tcp::endpoint endpoint, std::chrono::milliseconds timeout);
+  // Starts the read and write loops (sends the connection preface).
+  void start();
   // Whether another stream may be opened now.
   bool acceptsStreams() const;
   bool alive() const { return open_ && !goaway_; }
@@ -72,7 +74,7 @@ class UpstreamH2Session : public std::enable_shared_from_this<UpstreamH2Session>
   boost::asio::awaitable<void> writeLoop();
   void fail();
 
-  boost::asio::ip::tcp::socket socket_;
+  UpstreamStream stream_;
   nghttp2_session* session_ = nullptr;
   Signal want_write_;
   std::unordered_map<std::int32_t, std::shared_ptr<UpstreamH2Stream>> streams_;

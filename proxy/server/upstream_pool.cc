@@ -9,7 +9,7 @@ namespace {
 bool stillUsable(UpstreamConnection& c) {
   if (c.buffer.size() != 0) return false;
   char byte;
-  ssize_t n = ::recv(c.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = ::recv(c.stream.lower().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 

@@ -3,6 +3,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "proxy/server/transport.h"
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -12,8 +14,8 @@
 namespace infermesh::proxy {
 
 struct UpstreamConnection {
-  explicit UpstreamConnection(const boost::asio::any_io_executor& ex) : stream(ex) {}
-  boost::beast::tcp_stream stream;
+  explicit UpstreamConnection(const boost::asio::any_io_executor& ex) : stream(boost::beast::tcp_stream(ex)) {}
+  UpstreamStream stream;  // plain or TLS; lower() has the timeouts
   boost::beast::flat_buffer buffer;
   std::chrono::steady_clock::time_point idle_since;
 };

@@ -127,6 +127,13 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   for (std::size_t i = 0; i < static_cast<std::size_t>(tls::HandshakeResult::Count); ++i)
     addValue(handshakes, static_cast<double>(total.tls_handshakes[i]), {{"result", tls::kHandshakeResultNames[i]}});
   out.push_back(std::move(handshakes));
+  auto up_tls = family("infermesh_upstream_tls_handshakes_total",
+                        "TLS handshakes toward endpoints by result (resumed: an earlier session was reused).",
+                        MetricType::Counter);
+  static constexpr const char* kUpstreamTls[] = {"full", "resumed", "failed"};
+  for (std::size_t i = 0; i < total.upstream_tls.size(); ++i)
+    addValue(up_tls, static_cast<double>(total.upstream_tls[i]), {{"result", kUpstreamTls[i]}});
+  out.push_back(std::move(up_tls));
   auto rotations = family("infermesh_tls_certificate_reloads_total",
                           "Certificate files reloaded after they changed on disk, by result.", MetricType::Counter);
   addValue(rotations, static_cast<double>(process_.tls_reloads_ok.load()), {{"result", "ok"}});

@@ -24,6 +24,7 @@ void WorkerStats::merge(const WorkerStats& o) {
   requests_queued += o.requests_queued;
   for (std::size_t i = 0; i < http2_protections.size(); ++i) http2_protections[i] += o.http2_protections[i];
   for (std::size_t i = 0; i < tls_handshakes.size(); ++i) tls_handshakes[i] += o.tls_handshakes[i];
+  for (std::size_t i = 0; i < upstream_tls.size(); ++i) upstream_tls[i] += o.upstream_tls[i];
   downstream_disconnects += o.downstream_disconnects;
   downstream_connections_active += o.downstream_connections_active;
   upstream_connections_active += o.upstream_connections_active;

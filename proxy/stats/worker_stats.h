@@ -96,6 +96,8 @@ struct WorkerStats {
   std::array<std::uint64_t, static_cast<std::size_t>(Http2Protection::Count)> http2_protections{};
   // TLS handshakes by tls::HandshakeResult.
   std::array<std::uint64_t, 8> tls_handshakes{};
+  // TLS handshakes toward endpoints: full, resumed, failed.
+  std::array<std::uint64_t, 3> upstream_tls{};
   std::uint64_t downstream_disconnects = 0;  // client left before its response ended
   std::int64_t downstream_connections_active = 0;
   std::int64_t upstream_connections_active = 0;

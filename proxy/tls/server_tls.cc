@@ -1,4 +1,5 @@
 #include "proxy/tls/server_tls.h"
+#include "proxy/tls/tls_common.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -9,8 +10,6 @@
 #include <algorithm>
 
 namespace infermesh::tls {
-namespace {
-
 std::string opensslError() {
   unsigned long e = ERR_get_error();
   char buf[256];
@@ -18,6 +17,8 @@ std::string opensslError() {
   ERR_clear_error();
   return e ? buf : "unknown error";
 }
+
+namespace {
 
 int contextsIndex() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -33,6 +34,8 @@ bool nameMatches(const std::string& pattern, std::string_view host) {
          std::equal(host.begin(), host.end(), pattern.begin(),
                     [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
 }
+
+}  // namespace
 
 std::string spiffeIdOf(X509* cert) {
   std::string id;
@@ -50,7 +53,11 @@ std::string spiffeIdOf(X509* cert) {
   return id;
 }
 
-}  // namespace
+bool spiffeIdAllowed(const std::string& id, const std::vector<std::string>& allowed) {
+  for (const auto& a : allowed)
+    if (a.ends_with('/') ? id.starts_with(a) : id == a) return true;
+  return false;
+}
 
 struct Callbacks {
   static const ServerContexts* owner(SSL* ssl) {
@@ -89,9 +96,7 @@ struct Callbacks {
     auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     const ServerContexts* self = owner(ssl);
     if (self == nullptr || self->allowed_spiffe_ids_.empty()) return 1;
-    const std::string id = spiffeIdOf(X509_STORE_CTX_get_current_cert(store));
-    for (const auto& allowed : self->allowed_spiffe_ids_)
-      if (allowed.ends_with('/') ? id.starts_with(allowed) : id == allowed) return 1;
+    if (spiffeIdAllowed(spiffeIdOf(X509_STORE_CTX_get_current_cert(store)), self->allowed_spiffe_ids_)) return 1;
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }

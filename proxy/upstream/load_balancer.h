@@ -29,6 +29,7 @@ struct EndpointHealth {
   // Resting after a 429 with Retry-After.
   Clock::time_point cooldown_until{};
   ActiveHealth active = ActiveHealth::Unknown;
+  bool alpn_h2 = false;  // TLS negotiated HTTP/2 with it (upstreamProtocol: auto)
   // Decayed average time to first byte, in seconds (0: never measured).
   double ewma_seconds = 0;
   Clock::time_point ewma_at{};

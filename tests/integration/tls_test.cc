@@ -60,7 +60,7 @@ class TlsTest : public ProxyTest {
   std::string client(const std::string& name) const {
     return "--cert " + pki + "/" + name + ".crt --key " + pki + "/" + name + ".key ";
   }
-  static std::string chatBody() { return "-d '{\"model\":\"chat-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}' "; }
+  static std::string curlChatBody() { return "-d '{\"model\":\"chat-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}' "; }
 
   std::string pki;
 };
@@ -68,19 +68,19 @@ class TlsTest : public ProxyTest {
 TEST_F(TlsTest, TerminatesTls12And13WithAlpnAndSni) {
   startProxy(baseConfig(tlsListener("")));
   // HTTP/1.1 and, through ALPN, HTTP/2 on the same TLS port.
-  auto r = run(curl("--http1.1 -w '\\n%{http_version} %{http_code}' " + chatBody()) + "/v1/chat/completions");
+  auto r = run(curl("--http1.1 -w '\\n%{http_version} %{http_code}' " + curlChatBody()) + "/v1/chat/completions");
   EXPECT_NE(r.out.find("\n1.1 200"), std::string::npos) << r.out;
-  r = run(curl("--http2 -w '\\n%{http_version} %{http_code}' " + chatBody()) + "/v1/chat/completions");
+  r = run(curl("--http2 -w '\\n%{http_version} %{http_code}' " + curlChatBody()) + "/v1/chat/completions");
   EXPECT_NE(r.out.find("\n2 200"), std::string::npos) << r.out;
   // Both protocol versions.
-  r = run(curl("--tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions");
+  r = run(curl("--tlsv1.2 --tls-max 1.2 -o /dev/null -w '%{http_code}' " + curlChatBody()) + "/v1/chat/completions");
   EXPECT_EQ(r.out, "200");
-  r = run(curl("--tlsv1.3 -o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions");
+  r = run(curl("--tlsv1.3 -o /dev/null -w '%{http_code}' " + curlChatBody()) + "/v1/chat/completions");
   EXPECT_EQ(r.out, "200");
   // SNI picks the certificate.
-  r = run(curl("-v -o /dev/null " + chatBody(), "b.test") + "/v1/chat/completions 2>&1");
+  r = run(curl("-v -o /dev/null " + curlChatBody(), "b.test") + "/v1/chat/completions 2>&1");
   EXPECT_NE(r.out.find("subject: CN=b.test"), std::string::npos) << r.out;
-  r = run(curl("-v -o /dev/null " + chatBody(), "a.test") + "/v1/chat/completions 2>&1");
+  r = run(curl("-v -o /dev/null " + curlChatBody(), "a.test") + "/v1/chat/completions 2>&1");
   EXPECT_NE(r.out.find("subject: CN=localhost"), std::string::npos) << r.out;
   // Plain HTTP on a TLS listener is not served.
   EXPECT_EQ(chat("chat-model").status, 0);
@@ -97,7 +97,7 @@ TEST_F(TlsTest, MutualTlsVerifiesClientsAndPassesTheSpiffeIdOn) {
   EXPECT_EQ(r.out.find("spiffe://evil"), std::string::npos) << r.out;
   // Refused at the handshake: none, expired, another CA, a disallowed ID.
   for (const std::string& who : {std::string(), client("expired"), client("foreign"), client("intruder")}) {
-    r = run(curl(who + "-o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions 2>&1");
+    r = run(curl(who + "-o /dev/null -w '%{http_code}' " + curlChatBody()) + "/v1/chat/completions 2>&1");
     EXPECT_NE(r.status, 0) << who << ": " << r.out;
     EXPECT_EQ(r.out.find("200"), std::string::npos) << who << ": " << r.out;
   }
@@ -110,7 +110,7 @@ TEST_F(TlsTest, MutualTlsVerifiesClientsAndPassesTheSpiffeIdOn) {
 TEST_F(TlsTest, RotatedCertificatesArePickedUpWithoutLosingRequests) {
   startProxy(baseConfig(tlsListener("")));
   auto serial = [&] {
-    auto r = run(curl("-v -o /dev/null " + chatBody()) + "/v1/chat/completions 2>&1");
+    auto r = run(curl("-v -o /dev/null " + curlChatBody()) + "/v1/chat/completions 2>&1");
     auto at = r.out.find("start date: ");
     return at == std::string::npos ? std::string() : r.out.substr(at, 40);
   };
@@ -123,7 +123,7 @@ TEST_F(TlsTest, RotatedCertificatesArePickedUpWithoutLosingRequests) {
   int ok = 0, failed = 0;
   std::thread client([&] {
     while (!stop) {
-      auto r = run(curl("-o /dev/null -w '%{http_code}' " + chatBody()) + "/v1/chat/completions");
+      auto r = run(curl("-o /dev/null -w '%{http_code}' " + curlChatBody()) + "/v1/chat/completions");
       (r.out == "200" ? ok : failed)++;
     }
   });
@@ -140,6 +140,80 @@ TEST_F(TlsTest, RotatedCertificatesArePickedUpWithoutLosingRequests) {
   EXPECT_NE(serial(), before) << "new connections get the new certificate";
   EXPECT_GT(ok, 5);
   EXPECT_EQ(failed, 0);
+}
+
+// A mesh hop: this proxy (the app's sidecar) originates mTLS to a node
+// proxy that requires it, verifies the node's SPIFFE ID, negotiates HTTP/2
+// with ALPN and resumes sessions.
+TEST_F(TlsTest, UpstreamMutualTlsToANodeProxy) {
+  const std::string node_id = "spiffe://mesh.test/ns/infra/sa/node";
+  makeCert(pki, "ca", {"node", "node", {"localhost"}, {"127.0.0.1"}, {node_id}});
+  TempDir node_dir;
+  node_dir.write("node.yaml",
+                 "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: node}\nspec:\n"
+                 "  address: 127.0.0.1:0\n  protocol: auto\n  filters: [{name: router}]\n"
+                 "  accessLog: {path: " + node_dir.path() + "/access.log}\n"
+                 "  tls: {certificates: [{certFile: " + pki + "/node.crt, keyFile: " + pki + "/node.key}], clientCaFile: " +
+                     pki + "/ca.crt, allowedSpiffeIds: [" + kAppId + "]}\n"
+                 "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: chat-model}\n"
+                 "spec: {endpoints: [{address: '" + fast_a.address() + "'}]}\n"
+                 "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: slow-model}\n"
+                 "spec: {endpoints: [{address: '" + slow.address() + "'}]}\n"
+                 "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: echo}\n"
+                 "spec: {match: {pathPrefix: /mock/}, model: chat-model}\n"
+                 "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: api}\nspec: {match: {pathPrefix: /v1/}}\n");
+  auto node = Process::start({bin_dir + "/proxy/infermesh-proxy", "--config", node_dir.path(), "--admin", "127.0.0.1:0"},
+                             node_dir.path() + "/proxy.log");
+  const int node_port = portOf(node->waitForLine("listener node "));
+  ASSERT_GT(node_port, 0);
+  const std::string node_addr = "127.0.0.1:" + std::to_string(node_port);
+  auto remote = [&](const std::string& name, const std::string& extra) {
+    return "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: " + name + "}\n"
+           "spec: {upstreamModel: chat-model, endpoints: [{address: '" + node_addr + "'}], " + extra + "}\n"
+           "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: " + name + "}\n"
+           "spec: {order: 10, match: {headers: [{name: x-hop, value: " + name + "}]}, model: " + name + "}\n";
+  };
+  const std::string tls = "caFile: " + pki + "/ca.crt, certFile: " + pki + "/client.crt, keyFile: " + pki + "/client.key";
+  startProxy(baseConfig() +
+             remote("hop", "upstreamProtocol: auto, upstreamTls: {" + tls + ", spiffeIds: ['" + node_id + "']}") +
+             remote("hop-h1", "upstreamProtocol: http1, upstreamTls: {" + tls + ", spiffeIds: ['" + node_id + "']}") +
+             remote("wrong-node", "upstreamTls: {" + tls + ", spiffeIds: ['spiffe://mesh.test/ns/infra/sa/other']}") +
+             remote("no-client-cert", "upstreamTls: {caFile: " + pki + "/ca.crt}"));
+  // Through the hop: HTTP/2 by ALPN, and the node sees the app's identity.
+  auto r = httpRequest(port, "GET", "/mock/echo", "", {{"x-hop", "hop"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find(std::string("\"x-forwarded-client-cert\":\"URI=") + kAppId + "\""), std::string::npos) << r.body;
+  r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("chat-model", false), {{"x-hop", "hop"}});
+  EXPECT_EQ(r.status, 200) << r.body;
+  std::this_thread::sleep_for(200ms);  // the access log is written asynchronously
+  std::string log;
+  if (FILE* f = std::fopen((node_dir.path() + "/access.log").c_str(), "r")) {
+    std::array<char, 8192> buf;
+    while (std::size_t n = std::fread(buf.data(), 1, buf.size(), f)) log.append(buf.data(), n);
+    std::fclose(f);
+  }
+  EXPECT_NE(log.find("\"protocol\":\"HTTP/2\""), std::string::npos) << log;
+  EXPECT_NE(log.find(std::string("\"identity\":\"") + kAppId + "\""), std::string::npos) << log;
+  // Over HTTP/1.1, new connections resume the first one's session.
+  EXPECT_EQ(httpRequest(port, "POST", "/v1/chat/completions", chatBody("x", false), {{"x-hop", "hop-h1"}}).status, 200);
+  std::vector<std::thread> parallel;
+  for (int i = 0; i < 3; ++i)
+    parallel.emplace_back([&] {
+      EXPECT_EQ(httpRequest(port, "POST", "/v1/chat/completions", chatBody("x", false), {{"x-hop", "hop-h1"}}).status,
+                200);
+    });
+  for (auto& t : parallel) t.join();
+  EXPECT_GE(metric("infermesh_upstream_tls_handshakes_total", "result=\"resumed\""), 1);
+  // A node with the wrong identity, or no client certificate: no hop.
+  r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("x", false), {{"x-hop", "wrong-node"}});
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("TLS handshake"), std::string::npos) << r.body;
+  // Without a client certificate the node refuses the hop (with TLS 1.3 the
+  // client learns it only when it reads, so a 502 rather than a 503).
+  r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("x", false), {{"x-hop", "no-client-cert"}});
+  EXPECT_GE(r.status, 502) << r.body;
+  EXPECT_LE(r.status, 503) << r.body;
+  EXPECT_GE(metric("infermesh_upstream_tls_handshakes_total", "result=\"failed\""), 1);
 }
 
 TEST_F(TlsTest, ABrokenCertificateIsAClearStartupError) {
