@@ -24,6 +24,7 @@ struct Options {
   std::vector<std::string> models{"mock-model"};
   int responses = 4;   // per streamed request
   int delay_ms = 10;   // before each streamed response, and before a unary answer
+  int max_streams = 0; // SETTINGS_MAX_CONCURRENT_STREAMS per connection; 0: gRPC's default
 };
 
 Options g_opt;
@@ -127,7 +128,7 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) {
       std::fprintf(stderr,
                    "usage: infermesh-mock-grpc-model [--host IP] [--port N] [--name NAME] [--models a,b]\n"
-                   "       [--responses N] [--delay-ms N]\nPrints \"listening IP:PORT\" once ready.\n");
+                   "       [--responses N] [--delay-ms N] [--max-streams N]\nPrints \"listening IP:PORT\" once ready.\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -137,6 +138,7 @@ int main(int argc, char** argv) {
     else if (a == "--models") g_opt.models = splitComma(v);
     else if (a == "--responses") g_opt.responses = std::stoi(v);
     else if (a == "--delay-ms") g_opt.delay_ms = std::stoi(v);
+    else if (a == "--max-streams") g_opt.max_streams = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
   int bound = 0;
   builder.AddListeningPort(g_opt.host + ":" + std::to_string(g_opt.port), grpc::InsecureServerCredentials(), &bound);
   builder.RegisterService(&service);
+  if (g_opt.max_streams > 0) builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, g_opt.max_streams);
   auto server = builder.BuildAndStart();
   if (!server || bound == 0) {
     std::fprintf(stderr, "cannot listen on %s:%d\n", g_opt.host.c_str(), g_opt.port);

@@ -52,6 +52,7 @@ std::atomic<std::int64_t> g_waiting{0};     // queued for one
 std::atomic<bool> g_health_down{false};
 std::atomic<std::uint64_t> g_activations{0};
 std::atomic<std::uint64_t> g_shadow_requests{0};
+std::atomic<std::uint64_t> g_completed{0};  // model responses written to the end
 
 constexpr const char* kWords[] = {"Hello", " from", " the", " infermesh", " mock", " model", ".", " Tokens",
                                   " stream", " one", " by", " one", " over", " SSE", "."};
@@ -260,7 +261,8 @@ class Session {
       std::string body = "{\"connections\":" + std::to_string(g_connections.load()) +
                          ",\"requests\":" + std::to_string(g_requests.load()) +
                          ",\"activations\":" + std::to_string(g_activations.load()) +
-                         ",\"shadow_requests\":" + std::to_string(g_shadow_requests.load()) + "}";
+                         ",\"shadow_requests\":" + std::to_string(g_shadow_requests.load()) +
+                         ",\"completed\":" + std::to_string(g_completed.load()) + "}";
       co_return co_await writeFull(200, "application/json", body) && keep;
     }
     if (target == "/mock/echo") {
@@ -408,6 +410,7 @@ class Session {
     tail += "data: [DONE]\n\n";
     if (!co_await writeChunk(tail)) co_return false;
     auto [eec, en] = co_await asio::async_write(socket_, asio::buffer("0\r\n\r\n", 5), kTuple);
+    if (!eec) ++g_completed;
     co_return !eec && keep;
   }
 

@@ -772,9 +772,11 @@ class RouterFilter final : public filter::StreamFilter {
     }
     if (clientLeft(ctx)) co_return Outcome::Done;
     if (!stream->headers_done) {
-      // REFUSED_STREAM: the server did not process it (safe to retry).
-      const bool refused = stream->error_code == 0x7;
-      co_return co_await headFailed(ctx, model, false, true, {}, !refused);
+      // REFUSED_STREAM: the server did not process it (over its stream
+      // limit before its SETTINGS arrived, or going away); as safe to send
+      // elsewhere as a connection that failed.
+      if (stream->error_code == 0x7) co_return co_await connectFailed(ctx, model, "stream refused");
+      co_return co_await headFailed(ctx, model, false, true, {});
     }
     H2Source source{*session, *stream};
     co_return co_await relay(ctx, model, ep, source, sent_at);

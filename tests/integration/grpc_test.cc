@@ -4,8 +4,10 @@
 // status.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <sstream>
+#include <thread>
 
 #include "inference/grpc_service.grpc.pb.h"
 #include "tests/integration/proxy_fixture.h"
@@ -29,10 +31,12 @@ class GrpcTest : public ProxyTest {
     };
     grpc_fast = start("grpc-fast", {"--models", "resnet,bert", "--delay-ms", "5"});
     grpc_slow = start("grpc-slow", {"--models", "resnet,bert", "--delay-ms", "1500"});
+    grpc_narrow = start("grpc-narrow", {"--models", "narrow", "--delay-ms", "300", "--max-streams", "2"});
   }
   static void TearDownTestSuite() {
     grpc_fast.process.reset();
     grpc_slow.process.reset();
+    grpc_narrow.process.reset();
     ProxyTest::TearDownTestSuite();
   }
 
@@ -49,6 +53,9 @@ class GrpcTest : public ProxyTest {
       << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: gone}\n"
       << "spec: {protocol: open-inference, upstreamProtocol: http2, connectTimeout: 300ms, "
       << "endpoints: [{address: '127.0.0.1:1'}]}\n---\n"
+      << "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: narrow}\n"
+      << "spec: {protocol: open-inference, upstreamProtocol: http2, endpoints: [{address: '" << grpc_narrow.address()
+      << "'}]}\n---\n"
       << "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: oip}\n"
       << "spec: {match: {pathPrefix: /inference.GRPCInferenceService/}}\n";
     startProxy(y.str());
@@ -69,7 +76,7 @@ class GrpcTest : public ProxyTest {
     return req;
   }
 
-  static inline Mock grpc_fast, grpc_slow;
+  static inline Mock grpc_fast, grpc_slow, grpc_narrow;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub;
 };
@@ -173,6 +180,23 @@ TEST_F(GrpcTest, ProxyErrorsAreGrpcStatuses) {
     auto status = stub->ModelInfer(&ctx, req, &res);
     EXPECT_TRUE(status.ok());
   }
+}
+
+TEST_F(GrpcTest, UpstreamStreamLimitOpensMoreConnections) {
+  startGrpcProxy();
+  // The server takes 2 streams per connection; 6 concurrent calls need 3.
+  std::vector<std::thread> calls;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 6; ++i)
+    calls.emplace_back([&] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+      inference::ModelInferResponse res;
+      if (stub->ModelInfer(&ctx, request("narrow"), &res).ok()) ++ok;
+    });
+  for (auto& t : calls) t.join();
+  EXPECT_EQ(ok, 6);
+  EXPECT_GE(metric("infermesh_upstream_connections_opened_total"), 3);
 }
 
 }  // namespace

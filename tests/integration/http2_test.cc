@@ -87,6 +87,35 @@ std::string request(std::uint32_t stream, const std::string& body) {
 
 std::string rst(std::uint32_t stream) { return frame(kRstStream, 0, stream, std::string("\0\0\0\x8", 4)); }
 
+std::string be32(std::uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+constexpr std::uint8_t kWindowUpdate = 8;
+
+// Reads frames until `stream` ends (END_STREAM); the DATA bytes seen.
+std::int64_t readUntilEnd(HttpConnection& c, std::uint32_t stream, std::chrono::milliseconds limit) {
+  std::string buf;
+  std::int64_t data = 0;
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    buf += c.readSome(200ms);
+    std::size_t at = 0;
+    while (buf.size() - at >= 9) {
+      const auto len = (std::size_t(std::uint8_t(buf[at])) << 16) | (std::size_t(std::uint8_t(buf[at + 1])) << 8) |
+                       std::uint8_t(buf[at + 2]);
+      if (buf.size() - at < 9 + len) break;
+      const auto type = std::uint8_t(buf[at + 3]), flags = std::uint8_t(buf[at + 4]);
+      const auto id = (std::uint32_t(std::uint8_t(buf[at + 5])) << 24 | std::uint32_t(std::uint8_t(buf[at + 6])) << 16 |
+                       std::uint32_t(std::uint8_t(buf[at + 7])) << 8 | std::uint8_t(buf[at + 8])) & 0x7fffffff;
+      if (type == kData && id == stream) data += static_cast<std::int64_t>(len);
+      if (id == stream && (flags & 0x1) && (type == kData || type == kHeaders)) return data;
+      at += 9 + len;
+    }
+    buf.erase(0, at);
+  }
+  return -data - 1;  // did not end
+}
+
 // Reads frames until a GOAWAY arrives; its error code, or -1.
 int goawayCode(HttpConnection& c, std::chrono::milliseconds limit) {
   std::string buf;
@@ -222,6 +251,41 @@ TEST_F(Http2Test, RapidResetAndPingFloodsGetGoaway) {
   auto r = run("curl -sS --http2-prior-knowledge -o /dev/null -w '%{http_code}' " + url() + " -d " +
                chatJson("chat-model", false));
   EXPECT_EQ(r.out, "200");
+}
+
+TEST_F(Http2Test, AClientThatDoesNotReadStopsTheUpstreamRead) {
+  // A backend that streams about 19 MB as fast as it can.
+  auto firehose = startMock("firehose", {"--models", "chat-model", "--chunks", "100000"});
+  startProxy(h2Config("http2") + "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: firehose}\n"
+             "spec: {upstreamModel: chat-model, endpoints: [{address: '" + firehose.address() + "'}]}\n");
+  HttpConnection c(port);
+  // The client's stream window is 1 KiB and it sends no WINDOW_UPDATE.
+  const std::string settings = std::string("\0\x4", 2) + h2::be32(1024);  // SETTINGS_INITIAL_WINDOW_SIZE
+  ASSERT_TRUE(c.sendRaw(std::string(h2::kPreface) + h2::frame(h2::kSettings, 0, 0, settings) +
+                        h2::request(1, "{\"model\":\"firehose\",\"stream\":true,\"messages\":[]}")));
+  std::this_thread::sleep_for(1500ms);
+  // The response is far from done: the proxy read only what it could hold
+  // (its per-stream buffer), so the backend is held back too.
+  EXPECT_EQ(metric("infermesh_http_requests_total", "model=\"firehose\""), 0);
+  EXPECT_EQ(mockStat(firehose, "completed"), 0) << "the backend could write its whole answer";
+  const double rss_kib = [&] {
+    std::string status;
+    if (FILE* f = std::fopen(("/proc/" + std::to_string(proxy->pid()) + "/status").c_str(), "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof line, f))
+        if (std::string_view(line).starts_with("VmRSS:")) status = line + 6;
+      std::fclose(f);
+    }
+    return std::atof(status.c_str());
+  }();
+  EXPECT_LT(rss_kib, 48 * 1024) << "the proxy should not hold the response in memory";
+  // Open the windows: everything arrives, and the stream ends cleanly.
+  c.sendRaw(h2::frame(h2::kWindowUpdate, 0, 1, h2::be32(0x7fffffff - 1024)) +
+            h2::frame(h2::kWindowUpdate, 0, 0, h2::be32(0x7fffffff - 65535)));
+  const auto got = h2::readUntilEnd(c, 1, 20s);
+  EXPECT_GT(got, 10 * 1024 * 1024);
+  EXPECT_EQ(metricReaching("infermesh_http_requests_total", "model=\"firehose\",status_class=\"2xx\"", 1), 1);
+  EXPECT_EQ(mockStat(firehose, "completed"), 1);
 }
 
 TEST_F(Http2Test, OversizedHeadersAndBodiesGetTheir4xx) {
