@@ -739,6 +739,10 @@ class RouterFilter final : public filter::StreamFilter {
       session = std::make_shared<proxy::UpstreamH2Session>(std::move(conn.stream));
       session->start();
       worker.h2Upstreams().add(poolKey(*ctx.snapshot, model, ep), session);
+      if (!co_await session->waitReady(budget(model.connect_timeout))) {
+        if (clientLeft(ctx)) co_return Outcome::Done;
+        co_return co_await connectFailed(ctx, model, "no HTTP/2 SETTINGS from the server");
+      }
     }
     if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
     struct Counted {

@@ -55,6 +55,8 @@ struct UpstreamH2Session::Callbacks {
     if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
       self.peer_max_streams_ =
           nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+      self.ready_ = true;
+      self.ready_signal_.notify();
       return 0;
     }
     auto* s = frame->hd.stream_id ? stream(session, frame->hd.stream_id) : nullptr;
@@ -114,7 +116,7 @@ struct UpstreamH2Session::Callbacks {
 };
 
 UpstreamH2Session::UpstreamH2Session(UpstreamStream stream)
-    : stream_(std::move(stream)), want_write_(stream_.get_executor()) {
+    : stream_(std::move(stream)), want_write_(stream_.get_executor()), ready_signal_(stream_.get_executor()) {
   nghttp2_session_callbacks* cbs = nullptr;
   nghttp2_session_callbacks_new(&cbs);
   nghttp2_session_callbacks_set_on_header_callback(cbs, &Callbacks::onHeader);
@@ -150,8 +152,17 @@ void UpstreamH2Session::start() {
   }, asio::detached);
 }
 
+awaitable<bool> UpstreamH2Session::waitReady(std::chrono::steady_clock::duration limit) {
+  if (ready_ || !open_) co_return ready_;
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(stream_.get_executor());
+  timer.expires_after(limit);
+  co_await (ready_signal_.wait() || timer.async_wait(kTuple));
+  co_return ready_ && open_;
+}
+
 bool UpstreamH2Session::acceptsStreams() const {
-  return open_ && !goaway_ && streams_.size() < peer_max_streams_ &&
+  return open_ && ready_ && !goaway_ && streams_.size() < peer_max_streams_ &&
          nghttp2_session_get_next_stream_id(session_) < (1u << 30);
 }
 
@@ -196,6 +207,7 @@ void UpstreamH2Session::close() {
 
 void UpstreamH2Session::fail() {
   open_ = false;
+  ready_signal_.notify();
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, s] : streams) {

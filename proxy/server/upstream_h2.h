@@ -57,6 +57,9 @@ class UpstreamH2Session : public std::enable_shared_from_this<UpstreamH2Session>
 
   // Starts the read and write loops (sends the connection preface).
   void start();
+  // Waits for the server's SETTINGS (its stream limit) up to `limit`; no
+  // stream is opened before, so a burst cannot overrun the limit.
+  boost::asio::awaitable<bool> waitReady(std::chrono::steady_clock::duration limit);
   // Whether another stream may be opened now.
   bool acceptsStreams() const;
   bool alive() const { return open_ && !goaway_; }
@@ -79,6 +82,8 @@ class UpstreamH2Session : public std::enable_shared_from_this<UpstreamH2Session>
   Signal want_write_;
   std::unordered_map<std::int32_t, std::shared_ptr<UpstreamH2Stream>> streams_;
   std::uint32_t peer_max_streams_ = 100;
+  bool ready_ = false;  // the server's SETTINGS arrived
+  Signal ready_signal_;
   bool open_ = false;
   bool goaway_ = false;
 };
