@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # HTTP/2, gRPC and TLS side by side, in one run:
 #   1. h2c with prior knowledge (h2load): infermesh vs nginx, both in front of
-#      the same HTTP/1.1 mock model server;
+#      the same HTTP/1.1 mock model server, and the mock alone (h2load --h1);
+#      then infermesh with an HTTP/2 (h2c) upstream vs that upstream alone
+#      (an nginx h2c server answering a fixed JSON body);
 #   2. gRPC unary ModelInfer (h2load): through infermesh vs straight to the
 #      mock gRPC model server;
 #   3. HTTPS with HTTP/2 over ALPN (h2load): infermesh vs nginx, same
@@ -14,31 +16,8 @@
 # Loopback only; proxies get one worker each, pinned to CPU 0, load on CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./deploy/build.sh >/dev/null
-BIN="${BUILD_DIR:-build}"
+source bench/lib.sh
 DURATION="${DURATION:-5}"
-WORK=$(mktemp -d /tmp/infermesh-h2-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-PROXY_CPU=0; LOAD_CPU=1
-if [ "$(nproc)" -lt 2 ]; then LOAD_CPU=0; fi
-
-free_port() {
-  local p
-  while :; do
-    p=$(( (RANDOM % 20000) + 30000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing listening on $1" >&2
-  exit 1
-}
 
 # Certificate for both proxies.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
@@ -80,6 +59,16 @@ metadata: {name: resnet}
 spec: {protocol: open-inference, upstreamProtocol: http2, endpoints: [{address: '127.0.0.1:$GRPC'}]}
 ---
 apiVersion: infermesh.io/v1
+kind: Model
+metadata: {name: h2-origin}
+spec: {upstreamModel: bench-model, upstreamProtocol: http2, endpoints: [{address: '127.0.0.1:$NG_ORIGIN'}]}
+---
+apiVersion: infermesh.io/v1
+kind: Route
+metadata: {name: h2-origin}
+spec: {match: {headers: [{name: x-origin, value: h2}]}, model: h2-origin}
+---
+apiVersion: infermesh.io/v1
 kind: Route
 metadata: {name: oip}
 spec: {match: {pathPrefix: /inference.GRPCInferenceService/}}
@@ -93,7 +82,7 @@ taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/config.yaml
   --workers 1 --log-level warn >"$WORK/im.log" 2>&1 &
 pids+=($!)
 
-NG_H2C=$(free_port); NG_TLS=$(free_port)
+NG_H2C=$(free_port); NG_TLS=$(free_port); NG_ORIGIN=$(free_port)
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes 1;
@@ -108,6 +97,14 @@ http {
   http2_max_concurrent_streams 128;
   keepalive_requests 10000000;  # no GOAWAY after 1000 requests mid-run
   upstream mock { server 127.0.0.1:$MOCK; keepalive 128; }
+  # An HTTP/2 origin: a fixed chat completion, no upstream.
+  server {
+    listen 127.0.0.1:$NG_ORIGIN http2;
+    location / {
+      default_type application/json;
+      return 200 '{"id":"x","object":"chat.completion","model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}]}';
+    }
+  }
   server {
     listen 127.0.0.1:$NG_H2C http2;
     listen 127.0.0.1:$NG_TLS ssl http2;
@@ -126,7 +123,7 @@ http {
 CONF
 taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
 pids+=($!)
-wait_port "$IM_H2C"; wait_port "$IM_TLS"; wait_port "$NG_H2C"; wait_port "$NG_TLS"
+wait_port "$IM_H2C"; wait_port "$IM_TLS"; wait_port "$NG_H2C"; wait_port "$NG_TLS"; wait_port "$NG_ORIGIN"
 
 printf '%s' '{"model":"bench-model","messages":[{"role":"user","content":"benchmark"}]}' >"$WORK/chat.json"
 # ModelInferRequest{model_name: "resnet", id: "x"} in a gRPC frame.
@@ -149,6 +146,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="-"||b=="-"||b==0) print "-"; e
 H2=(-c 8 -m 16 -d "$WORK/chat.json" -H 'content-type: application/json')
 im_h2c=$(h2load_rps "${H2[@]}" "http://127.0.0.1:$IM_H2C/v1/chat/completions")
 ng_h2c=$(h2load_rps "${H2[@]}" "http://127.0.0.1:$NG_H2C/v1/chat/completions")
+direct_h1=$(h2load_rps --h1 -c 8 -d "$WORK/chat.json" -H 'content-type: application/json' "http://127.0.0.1:$MOCK/v1/chat/completions")
+im_h2up=$(h2load_rps "${H2[@]}" -H 'x-origin: h2' "http://127.0.0.1:$IM_H2C/v1/chat/completions")
+direct_h2up=$(h2load_rps "${H2[@]}" "http://127.0.0.1:$NG_ORIGIN/v1/chat/completions")
 GRPC_ARGS=(-c 8 -m 16 -d "$WORK/infer.bin" -H 'content-type: application/grpc' -H 'te: trailers')
 im_grpc=$(h2load_rps "${GRPC_ARGS[@]}" "http://127.0.0.1:$IM_H2C/inference.GRPCInferenceService/ModelInfer")
 direct_grpc=$(h2load_rps "${GRPC_ARGS[@]}" "http://127.0.0.1:$GRPC/inference.GRPCInferenceService/ModelInfer")
@@ -159,6 +159,8 @@ im_hs=$(handshakes "$IM_TLS"); ng_hs=$(handshakes "$NG_TLS")
 echo "| case | infermesh | other | ratio |"
 echo "|---|---|---|---|"
 echo "| h2c req/s (other: nginx), HTTP/1.1 upstream | $im_h2c | $ng_h2c | $(ratio "$im_h2c" "$ng_h2c") |"
+echo "| h2c req/s (other: the HTTP/1.1 upstream alone, h2load --h1) | $im_h2c | $direct_h1 | $(ratio "$im_h2c" "$direct_h1") |"
+echo "| h2c req/s, HTTP/2 upstream (other: that upstream alone) | $im_h2up | $direct_h2up | $(ratio "$im_h2up" "$direct_h2up") |"
 echo "| gRPC unary req/s (other: direct to the server) | $im_grpc | $direct_grpc | $(ratio "$im_grpc" "$direct_grpc") |"
 echo "| HTTPS h2 req/s (other: nginx) | $im_tls | $ng_tls | $(ratio "$im_tls" "$ng_tls") |"
 echo "| new TLS handshakes/s (other: nginx) | $im_hs | $ng_hs | $(ratio "$im_hs" "$ng_hs") |"

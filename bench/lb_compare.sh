@@ -10,30 +10,9 @@
 # Everything binds 127.0.0.1; each load is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./deploy/build.sh >/dev/null
-BIN="${BUILD_DIR:-build}"
+source bench/lib.sh
 REQUESTS="${REQUESTS:-1500}"
 CONNECTIONS="${CONNECTIONS:-16}"
-WORK=$(mktemp -d /tmp/infermesh-lb-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-
-free_port() {
-  local p
-  while :; do
-    p=$(( (RANDOM % 20000) + 30000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing listening on $1" >&2
-  exit 1
-}
 mock() {  # name port args...
   local name=$1 port=$2; shift 2
   "$BIN/bench/infermesh-mock-model" --port "$port" --name "$name" --models chat-model --chunks 8 \

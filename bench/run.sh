@@ -9,34 +9,8 @@
 # pinned to CPU 0; the mock server and wrk share CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./deploy/build.sh >/dev/null
-BIN="${BUILD_DIR:-build}"
+source bench/lib.sh
 DURATION="${DURATION:-5}"
-WORK=$(mktemp -d /tmp/infermesh-bench-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-
-PROXY_CPU=0
-LOAD_CPU=1
-if [ "$(nproc)" -lt 2 ]; then LOAD_CPU=0; fi
-
-free_port() {
-  local p
-  while :; do
-    p=$(( (RANDOM % 20000) + 30000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing listening on $1" >&2
-  exit 1
-}
 
 # Resident set (kB) and CPU ticks of a process and its children.
 tree_pids() { echo "$1"; pgrep -P "$1" || true; }

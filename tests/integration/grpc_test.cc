@@ -163,12 +163,7 @@ TEST_F(GrpcTest, ProxyErrorsAreGrpcStatuses) {
     const std::string cmd = "nghttp -v -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 200m' -d " +
                             dir.path() + "/call.bin http://127.0.0.1:" + std::to_string(port) +
                             "/inference.GRPCInferenceService/ModelInfer 2>&1";
-    std::string out;
-    if (FILE* p = ::popen(cmd.c_str(), "r")) {
-      char buf[4096];
-      while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-      ::pclose(p);
-    }
+    const std::string out = runCommand(cmd).out;
     EXPECT_NE(out.find("grpc-status: 4"), std::string::npos) << out;
     // Long before the backend's 1.5 s answer.
     EXPECT_LT(std::chrono::steady_clock::now() - started, 1200ms);

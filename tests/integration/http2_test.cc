@@ -14,21 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Runs a shell command; its stdout and exit status.
-struct CommandResult {
-  std::string out;
-  int status = -1;
-};
-CommandResult run(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+CommandResult run(const std::string& cmd) { return runCommand(cmd); }
 
 // Minimal HTTP/2 framing for the cases no well-behaved client produces.
 namespace h2 {

@@ -15,20 +15,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct CommandResult {
-  std::string out;
-  int status = -1;
-};
-CommandResult run(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+CommandResult run(const std::string& cmd) { return runCommand(cmd); }
 
 const char* kAppId = "spiffe://mesh.test/ns/default/sa/app";
 

@@ -1,5 +1,9 @@
 #include "tests/support/process.h"
 
+#include <sys/wait.h>
+
+#include <cstdio>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -112,6 +116,17 @@ void TempDir::write(const std::string& name, const std::string& content) const {
     out << content;
   }
   std::filesystem::rename(tmp, path_ + "/" + name);
+}
+
+CommandResult runCommand(const std::string& command) {
+  CommandResult r;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 }  // namespace infermesh::testing

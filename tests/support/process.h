@@ -35,6 +35,13 @@ class Process {
   int status_ = 0;
 };
 
+// A shell command's stdout and exit status (-1 when it did not exit).
+struct CommandResult {
+  std::string out;
+  int status = -1;
+};
+CommandResult runCommand(const std::string& command);
+
 // "127.0.0.1:1234" -> 1234
 int portOf(const std::string& address);
 

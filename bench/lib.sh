@@ -1,0 +1,30 @@
+# Shared by the bench scripts (sourced after `cd` to the repo root):
+# builds, a scratch directory removed on exit with every process in `pids`,
+# CPU pinning and loopback port helpers.
+./deploy/build.sh >/dev/null
+BIN="${BUILD_DIR:-build}"
+WORK=$(mktemp -d /tmp/infermesh-bench-XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+PROXY_CPU=0
+LOAD_CPU=1
+if [ "$(nproc)" -lt 2 ]; then LOAD_CPU=0; fi
+
+free_port() {
+  local p
+  while :; do
+    p=$(( (RANDOM % 20000) + 30000 ))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: nothing listening on $1" >&2
+  exit 1
+}
