@@ -32,7 +32,7 @@ taskset -c "$LOAD_CPU" "$BIN/bench/infermesh-mock-grpc-model" --port "$GRPC" --m
 pids+=($!)
 wait_port "$MOCK"; wait_port "$GRPC"
 
-IM_H2C=$(free_port); IM_TLS=$(free_port); IM_ADMIN=$(free_port)
+IM_H2C=$(free_port); IM_TLS=$(free_port); IM_ADMIN=$(free_port); NG_ORIGIN=$(free_port)
 cat >"$WORK/config.yaml" <<YAML
 apiVersion: infermesh.io/v1
 kind: Listener
@@ -82,7 +82,7 @@ taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/config.yaml
   --workers 1 --log-level warn >"$WORK/im.log" 2>&1 &
 pids+=($!)
 
-NG_H2C=$(free_port); NG_TLS=$(free_port); NG_ORIGIN=$(free_port)
+NG_H2C=$(free_port); NG_TLS=$(free_port)
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes 1;
