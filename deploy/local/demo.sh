@@ -65,6 +65,10 @@ echo "== \"model\": \"auto\" with capability code: the cheapest capable model an
 curl -sS -D - -o /dev/null http://127.0.0.1:18080/v1/chat/completions -H 'x-infermesh-capability: code' \
   -d '{"model":"auto","messages":[{"role":"user","content":"Write a sort"}]}' | grep -i '^x-infermesh-model' | sed 's/^/   /'
 echo
+echo "== the same over HTTP/2 (h2c, prior knowledge)"
+curl -sS --http2-prior-knowledge -o /dev/null -w '   HTTP/%{http_version} %{http_code}\n' http://127.0.0.1:18080/v1/chat/completions \
+  -d '{"model":"llama3","messages":[{"role":"user","content":"hi"}]}'
+echo
 echo "== an unknown model gets an OpenAI-shaped error"
 curl -sS http://127.0.0.1:18080/v1/chat/completions -d '{"model":"gpt-9","messages":[]}'
 echo
