@@ -214,6 +214,23 @@ TEST_F(RoutingTest, CircuitBreakerShedsLowPriorityAndQueuesTheRest) {
   EXPECT_EQ(metric("infermesh_requests_shed_total", "reason=\"displaced\""), 1);
 }
 
+TEST_F(RoutingTest, ConnectionLimitGivesAFast503WithTheReason) {
+  startProxy(baseConfig() +
+             doc("Model", "one-conn", "{upstreamModel: slow-model, circuitBreakers: {maxConnections: 1}, endpoints: [" +
+                                          endpoint(slow) + "]}") +
+             caseRoute("one-conn", "model: one-conn"));
+  auto holder = std::thread([&] { EXPECT_EQ(send("one-conn").status, 200); });
+  ASSERT_TRUE(eventually([&] { return metric("infermesh_upstream_connections_active") == 1; }));
+  const auto start = Clock::now();
+  auto r = send("one-conn");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("max_connections"), std::string::npos) << r.body;
+  EXPECT_LT(Clock::now() - start, 300ms);
+  holder.join();
+  EXPECT_EQ(metric("infermesh_requests_shed_total", "reason=\"max_connections\""), 1);
+  EXPECT_EQ(send("one-conn").status, 200);  // the slot is free again
+}
+
 TEST_F(RoutingTest, ActiveHealthChecksTakeAnEndpointOutAndBack) {
   httpGetBody(toggled.port, "/mock/health/up");
   startProxy(baseConfig() +
