@@ -413,6 +413,17 @@ struct Http2Connection::Callbacks {
     return 0;
   }
 
+  // A frame nghttp2 refused (and answered with RST_STREAM or GOAWAY):
+  // counted, by whether it tried to open more streams than allowed.
+  static int onInvalidFrame(nghttp2_session*, const nghttp2_frame* frame, int lib_error_code, void* user) {
+    auto& c = *static_cast<Http2Connection*>(user);
+    const auto limit = c.worker_.snapshot()->listeners[c.listener_index_].limits.max_concurrent_streams;
+    const bool over_limit = frame->hd.type == NGHTTP2_HEADERS &&
+                            (lib_error_code == NGHTTP2_ERR_REFUSED_STREAM || c.streams_.size() >= limit);
+    c.worker_.stats().count(over_limit ? Http2Protection::StreamLimit : Http2Protection::ProtocolError);
+    return 0;
+  }
+
   static int onStreamClose(nghttp2_session*, std::int32_t id, std::uint32_t error_code, void* user) {
     auto& c = *static_cast<Http2Connection*>(user);
     auto it = c.streams_.find(id);
@@ -455,6 +466,7 @@ Http2Connection::Http2Connection(Worker& worker, Transport transport, std::uint3
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &Callbacks::onFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Callbacks::onDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Callbacks::onStreamClose);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, &Callbacks::onInvalidFrame);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   // Request windows open as the filters take the data (backpressure).

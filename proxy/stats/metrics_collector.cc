@@ -115,8 +115,9 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     for (std::size_t i = 0; i < counts.size(); ++i)
       addValue(mirrors, static_cast<double>(counts[i]), {{"model", names.name(model_id)}, {"result", kMirrorResult[i]}});
   out.push_back(std::move(mirrors));
-  auto h2 = family("infermesh_http2_connections_closed_total",
-                   "HTTP/2 connections sent away with GOAWAY by protection (floods, rapid reset, protocol errors).",
+  auto h2 = family("infermesh_http2_protections_total",
+                   "HTTP/2 abuse stopped, by reason: floods and rapid resets end the connection with GOAWAY, "
+                   "streams over the limit are refused, protocol errors close the connection.",
                    MetricType::Counter);
   for (std::size_t i = 0; i < total.http2_protections.size(); ++i)
     addValue(h2, static_cast<double>(total.http2_protections[i]), {{"reason", kHttp2ProtectionNames[i]}});

@@ -69,9 +69,11 @@ inline constexpr const char* kAbortReasonNames[] = {"reset", "idle_timeout", "fi
                                                     "other"};
 
 // Why an HTTP/2 connection was sent away.
-enum class Http2Protection : std::uint8_t { RapidReset, PingFlood, SettingsFlood, EmptyFrames, ProtocolError, Count };
-inline constexpr const char* kHttp2ProtectionNames[] = {"rapid_reset", "ping_flood", "settings_flood", "empty_frames",
-                                                        "protocol_error"};
+enum class Http2Protection : std::uint8_t {
+  RapidReset, PingFlood, SettingsFlood, EmptyFrames, ProtocolError, StreamLimit, Count
+};
+inline constexpr const char* kHttp2ProtectionNames[] = {"rapid_reset", "ping_flood",     "settings_flood",
+                                                        "empty_frames", "protocol_error", "stream_limit"};
 
 // One worker's counters: plain integers, written only by that worker's
 // thread. The admin thread reads them by posting a copy request to the

@@ -235,15 +235,15 @@ TEST_F(Http2Test, RapidResetAndPingFloodsGetGoaway) {
     c.sendRaw(burst);
     EXPECT_EQ(h2::goawayCode(c, 3s), 0xb);
   }
-  EXPECT_EQ(metric("infermesh_http2_connections_closed_total", "reason=\"rapid_reset\""), 1);
-  EXPECT_EQ(metric("infermesh_http2_connections_closed_total", "reason=\"ping_flood\""), 1);
+  EXPECT_EQ(metric("infermesh_http2_protections_total", "reason=\"rapid_reset\""), 1);
+  EXPECT_EQ(metric("infermesh_http2_protections_total", "reason=\"ping_flood\""), 1);
   // Garbage instead of a preface: a clean close, counted.
   {
     HttpConnection c(port);
     c.sendRaw("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n");
     EXPECT_TRUE(c.closedByPeer(2s));
   }
-  EXPECT_EQ(metricReaching("infermesh_http2_connections_closed_total", "reason=\"protocol_error\"", 1), 1);
+  EXPECT_EQ(metricReaching("infermesh_http2_protections_total", "reason=\"protocol_error\"", 1), 1);
   // Still serving.
   auto r = run("curl -sS --http2-prior-knowledge -o /dev/null -w '%{http_code}' " + url() + " -d " +
                chatJson("chat-model", false));
@@ -274,6 +274,23 @@ TEST_F(Http2Test, AClientThatDoesNotReadStopsTheUpstreamRead) {
   EXPECT_GT(got, 10 * 1024 * 1024);
   EXPECT_EQ(metricReaching("infermesh_http_requests_total", "model=\"firehose\",status_class=\"2xx\"", 1), 1);
   EXPECT_EQ(mockStat(firehose, "completed"), 1);
+}
+
+TEST_F(Http2Test, MoreStreamsThanAllowedAreRefusedAndCounted) {
+  std::string config = h2Config("http2");
+  config.replace(config.find("maxRequestHeaderBytes: 4096, "), 29, "maxRequestHeaderBytes: 4096, maxConcurrentStreams: 2, ");
+  startProxy(config);
+  HttpConnection c(port);
+  // The client ignores the limit: three slow streams at once.
+  std::string burst = std::string(h2::kPreface) + h2::frame(h2::kSettings, 0, 0, "");
+  for (std::uint32_t id : {1u, 3u, 5u}) burst += h2::request(id, "{\"model\":\"slow-model\",\"messages\":[]}");
+  std::this_thread::sleep_for(100ms);  // our SETTINGS reach the client first, as they would
+  c.sendRaw(burst);
+  EXPECT_GE(metricReaching("infermesh_http2_protections_total", "reason=\"stream_limit\"", 1), 1);
+  // Clients within the limit are served.
+  run("echo " + chatJson("chat-model", false) + " > " + dir.path() + "/body.json");
+  auto r = run("h2load -n 40 -c 1 -m 2 -d " + dir.path() + "/body.json " + url() + " 2>&1");
+  EXPECT_NE(r.out.find("40 succeeded, 0 failed, 0 errored"), std::string::npos) << r.out;
 }
 
 TEST_F(Http2Test, OversizedHeadersAndBodiesGetTheir4xx) {
