@@ -406,19 +406,7 @@ awaitable<void> Http1Connection::sendLocalReply() {
     abort();
     co_return;
   }
-  const filter::LocalReply& reply = *ctx_->local_reply;
-  if (ctx_->error_reason.empty()) ctx_->error_reason = reply.code;
-  filter::ResponseHead head;
-  if (isGrpc(ctx_->request)) {
-    grpcTrailersOnly(reply, head);
-    co_await sendHeaders(head, true, std::nullopt);
-    co_return;
-  }
-  head.status = reply.status;
-  head.headers.add("content-type", "application/json");
-  for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
-  std::string body = openAiErrorJson(reply);
-  if (co_await sendHeaders(head, false, body.size())) co_await sendBody(body, true);
+  co_await writeLocalReply(*this, *ctx_);
 }
 
 void Http1Connection::abort() {

@@ -145,19 +145,7 @@ struct Http2Stream final : public DownstreamStream {
       abort();
       co_return;
     }
-    const filter::LocalReply& reply = *ctx.local_reply;
-    if (ctx.error_reason.empty()) ctx.error_reason = reply.code;
-    filter::ResponseHead head;
-    if (isGrpc(ctx.request)) {
-      grpcTrailersOnly(reply, head);
-      co_await sendHeaders(head, true, std::nullopt);
-      co_return;
-    }
-    head.status = reply.status;
-    head.headers.add("content-type", "application/json");
-    for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
-    std::string body = openAiErrorJson(reply);
-    if (co_await sendHeaders(head, false, body.size())) co_await sendBody(body, true);
+    co_await writeLocalReply(*this, ctx);
   }
 
   awaitable<bool> sendTrailers(const filter::HeaderList& list) override {

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "proxy/config/snapshot.h"
+#include "proxy/server/downstream.h"
 #include "proxy/server/worker.h"
 
 namespace infermesh::proxy {
@@ -119,6 +120,22 @@ void grpcTrailersOnly(const filter::LocalReply& reply, filter::ResponseHead& hea
   }
   head.headers.add("grpc-message", message);
   for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
+}
+
+boost::asio::awaitable<void> writeLocalReply(DownstreamStream& ds, filter::StreamContext& ctx) {
+  const filter::LocalReply& reply = *ctx.local_reply;
+  if (ctx.error_reason.empty()) ctx.error_reason = reply.code;
+  filter::ResponseHead head;
+  if (isGrpc(ctx.request)) {
+    grpcTrailersOnly(reply, head);
+    co_await ds.sendHeaders(head, true, std::nullopt);
+    co_return;
+  }
+  head.status = reply.status;
+  head.headers.add("content-type", "application/json");
+  for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
+  std::string body = openAiErrorJson(reply);
+  if (co_await ds.sendHeaders(head, false, body.size())) co_await ds.sendBody(body, true);
 }
 
 void recordStreamEnd(Worker& worker, const filter::StreamContext& ctx, std::uint32_t listener_index) {

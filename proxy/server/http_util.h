@@ -1,5 +1,7 @@
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+
 #include <string>
 #include <string_view>
 
@@ -13,6 +15,7 @@ class logger;
 namespace infermesh::proxy {
 
 class Worker;
+class DownstreamStream;
 
 using common::appendJsonString;
 
@@ -32,6 +35,11 @@ bool isGrpc(const filter::RequestHead& request);
 // reply (timeouts -> DEADLINE_EXCEEDED, no endpoint -> UNAVAILABLE ...).
 void grpcTrailersOnly(const filter::LocalReply& reply, filter::ResponseHead& head);
 int grpcStatusFor(const filter::LocalReply& reply);
+
+// Writes ctx.local_reply as a response on `ds`, in the shape the client
+// speaks: an OpenAI error body, or a gRPC trailers-only status. For codecs'
+// sendLocalReply() before the response started.
+boost::asio::awaitable<void> writeLocalReply(DownstreamStream& ds, filter::StreamContext& ctx);
 
 // One JSON line per request (see docs/operations.md).
 void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log);
