@@ -19,6 +19,8 @@
 #include <unordered_map>
 
 #include "proxy/stats/metrics_collector.h"
+#include "proxy/server/transport.h"
+#include "proxy/tls/client_tls.h"
 #include "proxy/upstream/load_balancer.h"
 
 namespace infermesh::upstream {
@@ -30,17 +32,26 @@ namespace http = beast::http;
 using asio::awaitable;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
-// One short HTTP/1.1 exchange on a fresh connection, bounded by `timeout`
-// overall. Returns the status, or 0 when there was no valid response.
+// One short HTTP/1.1 exchange on a fresh connection (TLS when `tls` is
+// set, as the model's traffic uses), bounded by `timeout` overall. Returns
+// the status, or 0 when there was no valid response.
 awaitable<unsigned> requestOnce(const std::string& ip, std::uint16_t port, std::string request,
-                                std::chrono::milliseconds timeout) {
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
+                                std::chrono::milliseconds timeout, const tls::ClientContext* tls = nullptr,
+                                const config::EndpointConfig* endpoint = nullptr) {
+  proxy::UpstreamStream stream(beast::tcp_stream(co_await asio::this_coro::executor));
   boost::system::error_code ec;
   const asio::ip::tcp::endpoint ep(asio::ip::make_address(ip, ec), port);
   if (ec) co_return 0;
-  stream.expires_after(timeout);
-  auto [cec] = co_await stream.async_connect(ep, kTuple);
+  stream.lower().expires_after(timeout);
+  auto [cec] = co_await stream.lower().async_connect(ep, kTuple);
   if (cec) co_return 0;
+  if (tls != nullptr && endpoint != nullptr) {
+    SSL* ssl = tls->newSsl(*endpoint);
+    if (ssl == nullptr) co_return 0;
+    stream.startTls(ssl);
+    auto [hec] = co_await stream.tlsStream()->async_handshake(asio::ssl::stream_base::client, kTuple);
+    if (hec) co_return 0;
+  }
   auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(request), kTuple);
   if (wec) co_return 0;
   beast::flat_buffer buffer;
@@ -55,6 +66,8 @@ struct Probe {
   std::string ip;
   std::uint16_t port = 0;
   std::string address;
+  config::EndpointConfig endpoint;
+  std::shared_ptr<const tls::ClientContext> tls;  // the model's upstream TLS, if any
   config::HealthCheckConfig check;
   ActiveHealth state = ActiveHealth::Unknown;
   std::uint32_t passes = 0;
@@ -81,10 +94,17 @@ struct HealthChecker::Impl {
 
   void apply(std::shared_ptr<const config::Snapshot> snap) {
     snapshot = std::move(snap);
-    std::unordered_map<std::uint64_t, std::pair<const config::EndpointConfig*, const config::HealthCheckConfig*>> want;
+    struct Wanted {
+      const config::EndpointConfig* endpoint;
+      const config::HealthCheckConfig* check;
+      std::shared_ptr<const tls::ClientContext> tls;
+    };
+    std::unordered_map<std::uint64_t, Wanted> want;
     for (const auto& m : snapshot->models)
       if (m.health_check.enabled())
-        for (const auto& ep : m.endpoints) want.emplace(ep.key, std::make_pair(&ep, &m.health_check));
+        for (const auto& ep : m.endpoints)
+          want.emplace(ep.key, Wanted{&ep, &m.health_check,
+                                      m.index < snapshot->upstream_tls.size() ? snapshot->upstream_tls[m.index] : nullptr});
     for (auto it = probes.begin(); it != probes.end();) {
       if (want.contains(it->first)) {
         ++it;
@@ -101,14 +121,17 @@ struct HealthChecker::Impl {
     for (const auto& [key, what] : want) {
       auto& p = probes[key];
       if (p) {
-        p->check = *what.second;
+        p->check = *what.check;
+        p->tls = what.tls;
         continue;
       }
       p = std::make_shared<Probe>(io);
-      p->ip = what.first->ip;
-      p->port = what.first->port;
-      p->address = what.first->address;
-      p->check = *what.second;
+      p->ip = what.endpoint->ip;
+      p->port = what.endpoint->port;
+      p->address = what.endpoint->address;
+      p->endpoint = *what.endpoint;
+      p->check = *what.check;
+      p->tls = what.tls;
       asio::co_spawn(io, run(key, p), asio::detached);
     }
   }
@@ -117,7 +140,7 @@ struct HealthChecker::Impl {
     while (!p->stopped) {
       const std::string request = "GET " + p->check.path + " HTTP/1.1\r\nhost: " + p->address +
                                   "\r\nuser-agent: infermesh-health-check\r\nconnection: close\r\n\r\n";
-      const unsigned status = co_await requestOnce(p->ip, p->port, request, p->check.timeout);
+      const unsigned status = co_await requestOnce(p->ip, p->port, request, p->check.timeout, p->tls.get(), &p->endpoint);
       if (p->stopped) co_return;
       record(key, *p, status >= 200 && status < 300);
       auto wait = p->check.interval;

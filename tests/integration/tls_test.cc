@@ -165,7 +165,8 @@ TEST_F(TlsTest, UpstreamMutualTlsToANodeProxy) {
              remote("hop", "upstreamProtocol: auto, upstreamTls: {" + tls + ", spiffeIds: ['" + node_id + "']}") +
              remote("hop-h1", "upstreamProtocol: http1, upstreamTls: {" + tls + ", spiffeIds: ['" + node_id + "']}") +
              remote("wrong-node", "upstreamTls: {" + tls + ", spiffeIds: ['spiffe://mesh.test/ns/infra/sa/other']}") +
-             remote("no-client-cert", "upstreamTls: {caFile: " + pki + "/ca.crt}"));
+             remote("no-client-cert", "upstreamTls: {caFile: " + pki + "/ca.crt}") +
+             remote("checked-hop", "upstreamTls: {" + tls + "}, healthCheck: {path: /mock/stats, interval: 100ms}"));
   // Through the hop: HTTP/2 by ALPN, and the node sees the app's identity.
   auto r = httpRequest(port, "GET", "/mock/echo", "", {{"x-hop", "hop"}});
   ASSERT_EQ(r.status, 200) << r.body;
@@ -191,6 +192,15 @@ TEST_F(TlsTest, UpstreamMutualTlsToANodeProxy) {
     });
   for (auto& t : parallel) t.join();
   EXPECT_GE(metric("infermesh_upstream_tls_handshakes_total", "result=\"resumed\""), 1);
+  // Active health checks go over the same TLS as the traffic.
+  EXPECT_TRUE([&] {
+    for (int i = 0; i < 100; ++i) {
+      if (metric("infermesh_health_checks_total", "result=\"passed\"") >= 2) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }());
+  EXPECT_EQ(metric("infermesh_endpoints_unhealthy"), 0);
   // A node with the wrong identity, or no client certificate: no hop.
   r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("x", false), {{"x-hop", "wrong-node"}});
   EXPECT_EQ(r.status, 503) << r.body;
