@@ -98,6 +98,7 @@ class RouterFilter final : public filter::StreamFilter {
     Failed,           // failed; answer the client with failure_
     StaleConnection,  // a pooled connection turned out closed
     SwitchToHttp2,    // TLS negotiated HTTP/2 with this endpoint
+    Admitted,         // admission let the request through to the endpoints
   };
 
   struct LocalFailure {
@@ -270,6 +271,7 @@ class RouterFilter final : public filter::StreamFilter {
       h += ctx.peer_identity;
       h += "\r\n";
     }
+    length_at_ = h.size();
     if (!body_.empty() || ctx.request.method == "POST" || ctx.request.method == "PUT") {
       h += "content-length: ";
       h += std::to_string(body_.size());
@@ -287,14 +289,9 @@ class RouterFilter final : public filter::StreamFilter {
       if (std::uniform_real_distribution<double>(0, 100)(worker.rng()) >= m.percent) continue;
       std::string body = body_;
       if (!body.empty() && !ctx.model.empty()) rewriteBodyModel(body, *m.model);
-      std::string head = head_.substr(0, host_at_ - 6);  // up to "host: "
-      head += "content-length: " + std::to_string(body.size()) + "\r\n";
-      head += "x-infermesh-shadow: 1\r\nhost: ";
-      // content-length was in head_ already when the body is not empty;
-      // drop that one (it named the primary body's size).
-      if (auto at = head.find("content-length: "); at != head.rfind("content-length: ")) {
-        head.erase(at, head.find("\r\n", at) + 2 - at);
-      }
+      // The primary's head up to its content-length, then the copy's own.
+      std::string head = head_.substr(0, length_at_);
+      head += "content-length: " + std::to_string(body.size()) + "\r\nx-infermesh-shadow: 1\r\nhost: ";
       spawnMirror(worker, ctx.snapshot, *m.model, std::move(head), std::move(body),
                   std::chrono::duration_cast<std::chrono::milliseconds>(ctx.route->idle_timeout));
     }
@@ -362,7 +359,7 @@ class RouterFilter final : public filter::StreamFilter {
                         (f == Failure::Timeout && r.on_timeout) || (f == Failure::Status5xx && r.on_5xx) ||
                         (f == Failure::Status429 && r.on_429);
     if (wanted && retries_left_ > 0 && (!reached_model || idempotent(ctx.request.method) || r.retry_non_idempotent) &&
-        untriedEndpoint(model) && !pastDeadline()) {
+        untriedEndpoint(ctx, model) && !pastDeadline()) {
       const auto& load = ctx.worker->routeLoad(ctx.route->stats_id);
       const std::uint32_t allowed = std::max<std::uint32_t>(r.min_concurrency, load.requests * r.budget_percent / 100);
       if (load.retries < allowed) return Outcome::Retry;
@@ -378,15 +375,18 @@ class RouterFilter final : public filter::StreamFilter {
     return Outcome::Failed;
   }
 
-  bool untriedEndpoint(const config::ModelConfig& model) const {
-    const upstream::PickRequest pick = pickRequest(0);
+  bool untriedEndpoint(const StreamContext& ctx, const config::ModelConfig& model) const {
+    const upstream::PickRequest pick = pickRequest(ctx, model, 0);
     for (std::size_t i = 0; i < model.endpoints.size(); ++i)
       if (!tried_[i] && upstream::regionAllowed(model.endpoints[i], pick)) return true;
     return false;
   }
 
-  upstream::PickRequest pickRequest(std::uint64_t hash) const {
-    return upstream::PickRequest{tried_, upstream::Clock::now(), hash, &ctx_route_->residency, &request_regions_, self_};
+  upstream::PickRequest pickRequest(const StreamContext& ctx, const config::ModelConfig& model,
+                                    std::uint64_t hash) const {
+    return upstream::PickRequest{tried_,           upstream::Clock::now(),
+                                 hash,             &ctx.route->residency,
+                                 &request_regions_, model.locality.enabled ? &ctx.worker->locality() : nullptr};
   }
 
   // The consistent-hash key: the configured header, else a prefix of the
@@ -457,7 +457,7 @@ class RouterFilter final : public filter::StreamFilter {
     const auto max_pending = upstream::workerShare(cb.max_pending_requests, workers);
     switch (gate.acquire(max_requests, max_pending, ctx.route->priority)) {
       case upstream::Admission::Granted:
-        co_return Outcome::Retry;  // i.e. go on
+        co_return Outcome::Admitted;
       case upstream::Admission::Shed:
         stats.count(stats::ShedReason::MaxRequests);
         co_return fail(503, "model `" + model.name + "` is at its concurrency limit (max_requests)",
@@ -472,7 +472,7 @@ class RouterFilter final : public filter::StreamFilter {
       co_return fail(503, "model `" + model.name + "` is overloaded and its queue is full",
                      "overloaded", "1");
     }
-    if (co_await waitFor(ctx, w, cb.max_queue_time)) co_return Outcome::Retry;
+    if (co_await waitFor(ctx, w, cb.max_queue_time)) co_return Outcome::Admitted;
     if (w.shed) {
       stats.count(stats::ShedReason::Displaced);
       co_return fail(503, "model `" + model.name + "` is overloaded; higher-priority requests go first",
@@ -489,12 +489,10 @@ class RouterFilter final : public filter::StreamFilter {
   // picks. Every attempt's outcome feeds outlier detection.
   awaitable<Outcome> tryModel(StreamContext& ctx, const config::ModelConfig& model) {
     auto& worker = *ctx.worker;
-    ctx_route_ = ctx.route;
-    self_ = model.locality.enabled ? &worker.locality() : nullptr;
     tried_.assign(model.endpoints.size(), false);
     retries_left_ = ctx.route->retry.attempts;
     // Residency is a hard filter: no endpoint outside the allowed regions.
-    if (!untriedEndpoint(model))
+    if (!untriedEndpoint(ctx, model))
       co_return decide(ctx, model, Failure::NoEndpoint, false) == Outcome::Fallback
           ? Outcome::Fallback
           : fail(503, "no endpoint of model `" + model.name + "` is in an allowed region",
@@ -511,7 +509,7 @@ class RouterFilter final : public filter::StreamFilter {
       }
     }
     auto& gate = worker.gate(model.stats_id);
-    if (const Outcome a = co_await admit(ctx, model, gate); a != Outcome::Retry)
+    if (const Outcome a = co_await admit(ctx, model, gate); a != Outcome::Admitted)
       co_return a == Outcome::Failed ? decide(ctx, model, Failure::Overload, false) : a;
     struct Slot {
       upstream::ModelGate& gate;
@@ -522,22 +520,23 @@ class RouterFilter final : public filter::StreamFilter {
     const std::uint64_t hash = model.lb.policy == config::LbPolicy::ConsistentHash ? hashFor(ctx, model) : 0;
     for (unsigned attempt = 0;; ++attempt) {
       const int picked = upstream::pickEndpoint(model, worker.endpointStates(), worker.roundRobinCounter(model.index),
-                                                worker.rng(), pickRequest(hash));
+                                                worker.rng(), pickRequest(ctx, model, hash));
       if (picked < 0) co_return Outcome::Failed;  // decide() saw an untried endpoint, so not reached
       tried_[static_cast<std::size_t>(picked)] = true;
       const auto& ep = model.endpoints[static_cast<std::size_t>(picked)];
       ++ctx.upstream_attempts;
       ctx.upstream_address = ep.address;
+      auto& state = worker.endpointStates().get(ep.key);  // a stable reference
       // Load is tracked only where there is a choice to make.
-      if (balance) ++worker.endpointStates().get(ep.key).outstanding;
+      if (balance) ++state.outstanding;
       upstream_status_ = 0;
-      const bool h2 = model.upstream_h2 || (model.upstream_auto && worker.endpointStates().get(ep.key).alpn_h2);
+      const bool h2 = model.upstream_h2 || (model.upstream_auto && state.alpn_h2);
       Outcome o = h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: try a fresh connection to it.
       if (o == Outcome::StaleConnection) o = co_await exchange(ctx, model, ep, /*pooled=*/false);
       if (o == Outcome::SwitchToHttp2) o = co_await exchangeH2(ctx, model, ep);
-      if (balance) --worker.endpointStates().get(ep.key).outstanding;
+      if (balance) --state.outstanding;
       if (attempt > 0) --worker.routeLoad(ctx.route->stats_id).retries;
       if (o == Outcome::Done && clientLeft(ctx)) co_return o;  // says nothing about the endpoint
       // A 429, a context-length error or our own connection limit say
@@ -575,14 +574,13 @@ class RouterFilter final : public filter::StreamFilter {
 
   // A failure before the response reached the client, made by the proxy
   // (no usable upstream response): retry, fall back, or tell the client.
-  awaitable<Outcome> failBeforeResponse(StreamContext& ctx, const config::ModelConfig& model, Failure f,
-                                        UpstreamError e, unsigned status, std::string message, const char* code,
-                                        bool reached_model) {
+  Outcome failBeforeResponse(StreamContext& ctx, const config::ModelConfig& model, Failure f, UpstreamError e,
+                             unsigned status, std::string message, const char* code, bool reached_model) {
     ctx.worker->stats().count(e);
     ctx.error_source = filter::ErrorSource::Upstream;  // also marks the endpoint as failed
     failed_with_ = f;
     failure_ = LocalFailure{status, std::move(message), code, {}};
-    co_return decide(ctx, model, f, reached_model);
+    return decide(ctx, model, f, reached_model);
   }
 
   // Takes a connection-count slot for the model's circuit breaker; false
@@ -601,29 +599,28 @@ class RouterFilter final : public filter::StreamFilter {
     return false;
   }
 
-  awaitable<Outcome> connectFailed(StreamContext& ctx, const config::ModelConfig& model, const std::string& why) {
+  Outcome connectFailed(StreamContext& ctx, const config::ModelConfig& model, const std::string& why) {
     spdlog::debug("model {}: connection failed: {}", model.name, why);
-    co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
-                                          "no endpoint of model `" + model.name + "` could be reached (" + why + ")",
-                                          "upstream_unavailable", false);
+    return failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
+                              "no endpoint of model `" + model.name + "` could be reached (" + why + ")",
+                              "upstream_unavailable", false);
   }
 
   // A response head could not be read: why, as a failure.
-  awaitable<Outcome> headFailed(StreamContext& ctx, const config::ModelConfig& model, bool timeout, bool closed,
-                                const std::string& detail, bool reached_model = true) {
+  Outcome headFailed(StreamContext& ctx, const config::ModelConfig& model, bool timeout, bool closed,
+                     const std::string& detail) {
     if (timeout && firstTokenLate())
-      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
-                                            "no first token in time", "upstream_first_token_timeout", true);
+      return failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                "no first token in time", "upstream_first_token_timeout", true);
     if (timeout)
-      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
-                                            "upstream did not respond in time", "upstream_timeout", true);
+      return failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                "upstream did not respond in time", "upstream_timeout", true);
     if (closed)
-      co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
-                                            "upstream closed the connection before responding", "upstream_reset",
-                                            reached_model);
-    co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::ProtocolError, 502,
-                                          "upstream sent an invalid response: " + detail, "upstream_protocol_error",
-                                          true);
+      return failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
+                                "upstream closed the connection before responding", "upstream_reset", true);
+    return failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::ProtocolError, 502,
+                              "upstream sent an invalid response: " + detail, "upstream_protocol_error",
+                              true);
   }
 
   // One HTTP/1.1 exchange on a pooled or new connection.
@@ -635,8 +632,8 @@ class RouterFilter final : public filter::StreamFilter {
     std::unique_ptr<UpstreamConnection> conn = pooled ? worker.upstreams().take(poolKey(*ctx.snapshot, model, ep)) : nullptr;
     const bool reused = conn != nullptr;
     if (pastDeadline())
-      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
-                                            "upstream request timed out", "upstream_timeout", false);
+      co_return failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                   "upstream request timed out", "upstream_timeout", false);
     if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
     struct Connection {
       upstream::ModelGate& gate;
@@ -648,7 +645,7 @@ class RouterFilter final : public filter::StreamFilter {
       const ConnectResult c = co_await connectUpstream(worker, *ctx.snapshot, model, ep, *conn, budget(model.connect_timeout));
       ctx.on_downstream_gone = nullptr;
       if (!c.ok && clientLeft(ctx)) co_return Outcome::Done;
-      if (!c.ok) co_return co_await connectFailed(ctx, model, c.error);
+      if (!c.ok) co_return connectFailed(ctx, model, c.error);
       ++stats.upstream_connections_opened;
       if (c.alpn == "h2") {
         // ALPN chose HTTP/2: this endpoint is served by streams from now on.
@@ -680,8 +677,8 @@ class RouterFilter final : public filter::StreamFilter {
     if (wec && clientLeft(ctx)) co_return Outcome::Done;
     if (wec) {
       if (reused) co_return Outcome::StaleConnection;
-      co_return co_await failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
-                                            "upstream connection failed: " + wec.message(), "upstream_reset", true);
+      co_return failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
+                                   "upstream connection failed: " + wec.message(), "upstream_reset", true);
     }
     const auto sent_at = Clock::now();
     if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = sent_at + ctx.route->first_token_timeout;
@@ -697,7 +694,7 @@ class RouterFilter final : public filter::StreamFilter {
       const bool closed = hec == http::error::end_of_stream || hec == asio::error::eof ||
                           hec == asio::error::connection_reset;
       if (reused && closed && !parser.got_some()) co_return Outcome::StaleConnection;
-      co_return co_await headFailed(ctx, model, hec == beast::error::timeout, closed, hec.message());
+      co_return headFailed(ctx, model, hec == beast::error::timeout, closed, hec.message());
     }
     H1Source source{*conn, parser};
     const Outcome o = co_await relay(ctx, model, ep, source, sent_at);
@@ -716,52 +713,54 @@ class RouterFilter final : public filter::StreamFilter {
     auto& stats = worker.stats();
     failed_with_ = Failure::None;
     if (pastDeadline())
-      co_return co_await failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
-                                            "upstream request timed out", "upstream_timeout", false);
-    std::shared_ptr<proxy::UpstreamH2Session> session = worker.h2Upstreams().find(poolKey(*ctx.snapshot, model, ep));
+      co_return failBeforeResponse(ctx, model, Failure::Timeout, UpstreamError::Timeout, 504,
+                                   "upstream request timed out", "upstream_timeout", false);
+    // As for HTTP/1.1, the circuit breaker counts upstream streams in use.
+    if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
+    struct Slot {
+      upstream::ModelGate& gate;
+      ~Slot() { gate.closeConnection(); }
+    } slot{worker.gate(model.stats_id)};
+    const std::uint64_t key = poolKey(*ctx.snapshot, model, ep);
+    std::shared_ptr<proxy::UpstreamH2Session> session = worker.h2Upstreams().find(key);
     if (session) {
       ++stats.upstream_connections_reused;
     } else {
-      if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
-      worker.gate(model.stats_id).closeConnection();  // counted while in use below, like HTTP/1.1
       UpstreamConnection conn(worker.io().get_executor());
       ctx.on_downstream_gone = [tcp = &conn.stream.lower()] { tcp->cancel(); };
       const ConnectResult c = co_await connectUpstream(worker, *ctx.snapshot, model, ep, conn, budget(model.connect_timeout));
       ctx.on_downstream_gone = nullptr;
       if (clientLeft(ctx)) co_return Outcome::Done;
-      if (!c.ok) co_return co_await connectFailed(ctx, model, c.error);
+      if (!c.ok) co_return connectFailed(ctx, model, c.error);
       if (conn.stream.tls() && c.alpn != "h2") {
         worker.endpointStates().get(ep.key).alpn_h2 = false;
-        co_return co_await connectFailed(ctx, model, "the server did not agree to HTTP/2 (ALPN)");
+        co_return connectFailed(ctx, model, "the server did not agree to HTTP/2 (ALPN)");
       }
       ++stats.upstream_connections_opened;
       conn.stream.lower().expires_never();
       session = std::make_shared<proxy::UpstreamH2Session>(std::move(conn.stream));
       session->start();
-      worker.h2Upstreams().add(poolKey(*ctx.snapshot, model, ep), session);
+      worker.h2Upstreams().add(key, session);
       if (!co_await session->waitReady(budget(model.connect_timeout))) {
         if (clientLeft(ctx)) co_return Outcome::Done;
-        co_return co_await connectFailed(ctx, model, "no HTTP/2 SETTINGS from the server");
+        co_return connectFailed(ctx, model, "no HTTP/2 SETTINGS from the server");
       }
     }
-    if (Outcome o; !takeConnectionSlot(ctx, model, o)) co_return o;
-    struct Counted {
-      upstream::ModelGate& gate;
+    struct Active {
       stats::WorkerStats& s;
       StreamContext& ctx;
-      ~Counted() {
-        gate.closeConnection();
+      ~Active() {
         --s.upstream_connections_active;
         ctx.on_downstream_gone = nullptr;
       }
-    } counted{worker.gate(model.stats_id), stats, ctx};
+    } active{stats, ctx};
     ++stats.upstream_connections_active;
 
     auto stream = session->open(h2RequestHeaders(ctx, ep), body_);
     if (!stream)
-      co_return co_await failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
-                                            "no endpoint of model `" + model.name + "` could take the request",
-                                            "upstream_unavailable", false);
+      co_return failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
+                                   "no endpoint of model `" + model.name + "` could take the request",
+                                   "upstream_unavailable", false);
     ctx.on_downstream_gone = [stream] { stream->cancel(); };
     const auto sent_at = Clock::now();
     if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = sent_at + ctx.route->first_token_timeout;
@@ -771,7 +770,7 @@ class RouterFilter final : public filter::StreamFilter {
       if (!co_await waitChange(*stream, readBudget(idle, false))) {
         stream->cancel();
         if (clientLeft(ctx)) co_return Outcome::Done;
-        co_return co_await headFailed(ctx, model, true, false, {});
+        co_return headFailed(ctx, model, true, false, {});
       }
     }
     if (clientLeft(ctx)) co_return Outcome::Done;
@@ -779,8 +778,8 @@ class RouterFilter final : public filter::StreamFilter {
       // REFUSED_STREAM: the server did not process it (over its stream
       // limit before its SETTINGS arrived, or going away); as safe to send
       // elsewhere as a connection that failed.
-      if (stream->error_code == 0x7) co_return co_await connectFailed(ctx, model, "stream refused");
-      co_return co_await headFailed(ctx, model, false, true, {});
+      if (stream->error_code == 0x7) co_return connectFailed(ctx, model, "stream refused");
+      co_return headFailed(ctx, model, false, true, {});
     }
     H2Source source{*session, *stream};
     co_return co_await relay(ctx, model, ep, source, sent_at);
@@ -1056,7 +1055,8 @@ class RouterFilter final : public filter::StreamFilter {
   std::string body_;
   bool grpc_ = false;
   std::string head_;
-  std::size_t host_at_ = 0;
+  std::size_t host_at_ = 0;    // in head_: where the endpoint's host goes
+  std::size_t length_at_ = 0;  // in head_: where content-length starts
   const config::FallbackConfig* next_fallback_ = nullptr;
   unsigned upstream_status_ = 0;
   Clock::time_point deadline_ = Clock::time_point::max();
@@ -1066,8 +1066,6 @@ class RouterFilter final : public filter::StreamFilter {
   unsigned retries_left_ = 0;
   Failure failed_with_ = Failure::None;
   LocalFailure failure_;
-  const config::RouteConfig* ctx_route_ = nullptr;
-  const upstream::SelfLocality* self_ = nullptr;
   std::vector<std::string_view> request_regions_;
 };
 

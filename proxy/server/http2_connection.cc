@@ -60,7 +60,6 @@ struct Http2Stream final : public DownstreamStream {
   bool started = false;         // the stream coroutine runs
   bool coroutine_done = false;  // ... and has finished
   bool closed = false;          // nghttp2 closed the stream (either side)
-  bool reset_by_client = false;
 
   // Request body, as received and not yet handed to the filters.
   std::string body_in;
@@ -421,7 +420,6 @@ struct Http2Connection::Callbacks {
     if (!s.response_complete && !s.aborted) {
       // The client reset the stream (or the connection went): whatever the
       // terminal filter is doing upstream has nobody to answer.
-      s.reset_by_client = error_code != NGHTTP2_NO_ERROR || !s.response_started;
       if (s.started && !s.coroutine_done) {
         ++c.worker_.stats().downstream_disconnects;
         s.ctx.error_source = filter::ErrorSource::Downstream;
