@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/split_comma.h"
 #include "inference/grpc_service.grpc.pb.h"
 
 namespace {
@@ -107,18 +108,6 @@ class Service final : public inference::GRPCInferenceService::Service {
   }
 };
 
-std::vector<std::string> splitComma(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    auto comma = s.find(',', start);
-    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -135,7 +124,7 @@ int main(int argc, char** argv) {
     if (a == "--host") g_opt.host = v;
     else if (a == "--port") g_opt.port = std::stoi(v);
     else if (a == "--name") g_opt.name = v;
-    else if (a == "--models") g_opt.models = splitComma(v);
+    else if (a == "--models") g_opt.models = infermesh::bench::splitComma(v);
     else if (a == "--responses") g_opt.responses = std::stoi(v);
     else if (a == "--delay-ms") g_opt.delay_ms = std::stoi(v);
     else if (a == "--max-streams") g_opt.max_streams = std::stoi(v);

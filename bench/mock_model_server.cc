@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench/split_comma.h"
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -432,18 +434,6 @@ awaitable<void> acceptLoop(tcp::acceptor& acceptor) {
   }
 }
 
-std::vector<std::string> splitComma(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    auto comma = s.find(',', start);
-    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
 
 void usage() {
   std::fprintf(stderr,
@@ -474,7 +464,7 @@ int main(int argc, char** argv) {
       if (a == "--host") g_opt.host = v;
       else if (a == "--port") g_opt.port = static_cast<unsigned short>(std::stoi(v));
       else if (a == "--threads") g_opt.threads = static_cast<unsigned>(std::max(1, std::stoi(v)));
-      else if (a == "--models") g_opt.models = splitComma(v);
+      else if (a == "--models") g_opt.models = infermesh::bench::splitComma(v);
       else if (a == "--name") g_opt.name = v;
       else if (a == "--ttft-ms") g_opt.ttft_ms = std::stoi(v);
       else if (a == "--chunk-delay-ms") g_opt.chunk_delay_ms = std::stoi(v);
