@@ -177,5 +177,13 @@ TEST_F(LoaderTest, MissingPathIsAnError) {
   EXPECT_NE(loader.errors()[0].str().find("no such file"), std::string::npos);
 }
 
+// The configs shipped in deploy/ stay valid as the schema grows.
+TEST_F(LoaderTest, ShippedConfigsCompile) {
+  for (const char* dir : {"deploy/local", "deploy/examples/mesh-tls", "deploy/examples/grpc"}) {
+    auto r = loadAndCompile(std::string(INFERMESH_SOURCE_DIR) + "/" + dir, 1);
+    EXPECT_TRUE(r.snapshot) << dir << ":\n" << joinErrors(r.errors);
+  }
+}
+
 }  // namespace
 }  // namespace infermesh::config
