@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -135,6 +136,28 @@ TEST_F(RoutingTest, RetriesOnlyWhatIsSafeAndWithinBudget) {
   int failed = 0;
   for (int i = 0; i < 6; ++i) failed += send("no-retry-post").status == 500;
   EXPECT_EQ(failed, 3);  // round robin: every other one hit the failing endpoint
+}
+
+TEST_F(RoutingTest, TheRetryBudgetCapsConcurrentRetries) {
+  // Every request fails first on `failing`; its retry then takes 750 ms on
+  // `slow`. The budget allows one retry in flight at a time.
+  startProxy(baseConfig() +
+             doc("Model", "fail-then-slow",
+                 "{upstreamModel: chat-model, loadBalancer: {policy: round_robin}, outlierDetection: "
+                 "{consecutiveFailures: 0}, endpoints: [" + endpoint(failing) + ", " + endpoint(slow) + "]}") +
+             caseRoute("budget", "model: fail-then-slow, retry: {attempts: 1, on: ['5xx'], retryNonIdempotent: true, "
+                                 "budgetPercent: 1, minConcurrency: 1, baseBackoff: 1ms, maxBackoff: 1ms}"));
+  std::vector<std::thread> clients;
+  std::atomic<int> failed{0};
+  for (int i = 0; i < 6; ++i)
+    clients.emplace_back([&] { failed += send("budget").status == 500; });
+  for (auto& t : clients) t.join();
+  const double refused = metric("infermesh_requests_shed_total", "reason=\"retry_budget\"");
+  EXPECT_GE(refused, 1);
+  // Each refused retry is a failure the client saw; every other request
+  // was served (directly by `slow`, or by its one retry).
+  EXPECT_EQ(failed, refused);
+  EXPECT_GE(metric("infermesh_upstream_retries_total"), 1);
 }
 
 TEST_F(RoutingTest, ContextLengthErrorsFallBackToALargerModel) {
