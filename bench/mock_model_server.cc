@@ -42,6 +42,7 @@ struct Options {
   int retry_after_s = 1;
   unsigned context_window = 0;   // prompt tokens; more gets 400 context_length_exceeded
   unsigned max_concurrency = 0;  // generations at once; more wait in a queue
+  int drop_after_head = 0;       // streams that send the head, then drop before the first event
 };
 
 Options g_opt;
@@ -55,6 +56,14 @@ std::atomic<bool> g_health_down{false};
 std::atomic<std::uint64_t> g_activations{0};
 std::atomic<std::uint64_t> g_shadow_requests{0};
 std::atomic<std::uint64_t> g_completed{0};  // model responses written to the end
+std::atomic<int> g_drops_left{0};           // of --drop-after-head
+
+// One of the first --drop-after-head streams.
+bool takeDrop() {
+  for (int left = g_drops_left.load(); left > 0;)
+    if (g_drops_left.compare_exchange_weak(left, left - 1)) return true;
+  return false;
+}
 
 constexpr const char* kWords[] = {"Hello", " from", " the", " infermesh", " mock", " model", ".", " Tokens",
                                   " stream", " one", " by", " one", " over", " SSE", "."};
@@ -380,6 +389,13 @@ class Session {
     if (hec) co_return false;
     const bool reset = uniform() < g_opt.rate_reset;
     co_await sleep(g_opt.ttft_ms);
+    if (takeDrop()) {
+      // Like an engine that crashes while the prompt is processed: the
+      // head went out, no token ever does.
+      socket_.set_option(asio::socket_base::linger(true, 0));
+      socket_.close();
+      co_return false;
+    }
     const std::string prefix = "data: {\"id\":\"" + id + "\",\"object\":\"" +
                                (chat ? "chat.completion.chunk" : "text_completion") +
                                "\",\"created\":1700000000,\"model\":\"" + r.model + "\",\"choices\":[";
@@ -440,9 +456,10 @@ void usage() {
                "usage: infermesh-mock-model [--host IP] [--port N] [--threads N] [--models a,b] [--name NAME]\n"
                "       [--ttft-ms N] [--chunk-delay-ms N] [--chunks N]\n"
                "       [--error-429-rate R] [--error-500-rate R] [--reset-rate R] [--retry-after S]\n"
-               "       [--context-window TOKENS] [--max-concurrency N]\n"
+               "       [--context-window TOKENS] [--max-concurrency N] [--drop-after-head N]\n"
                "Test controls: GET /mock/health/down and /mock/health/up flip /health; POST /mock/activate\n"
                "is counted (an activation webhook); /mock/stats reports counts.\n"
+               "--drop-after-head N: the first N streams send their head, then drop the connection.\n"
                "Prints \"listening IP:PORT\" once ready. Rates are 0..1.\n");
 }
 
@@ -475,6 +492,7 @@ int main(int argc, char** argv) {
       else if (a == "--retry-after") g_opt.retry_after_s = std::stoi(v);
       else if (a == "--context-window") g_opt.context_window = static_cast<unsigned>(std::stoul(v));
       else if (a == "--max-concurrency") g_opt.max_concurrency = static_cast<unsigned>(std::stoul(v));
+      else if (a == "--drop-after-head") g_opt.drop_after_head = std::max(0, std::stoi(v));
       else {
         usage();
         return 2;
@@ -485,6 +503,7 @@ int main(int argc, char** argv) {
     }
   }
   std::signal(SIGPIPE, SIG_IGN);
+  g_drops_left = g_opt.drop_after_head;
   asio::io_context io(static_cast<int>(g_opt.threads));
   tcp::acceptor acceptor(io);
   try {

@@ -76,15 +76,19 @@ bool walk(std::string_view msg, F&& f) {
 
 }  // namespace
 
-bool oipModelName(std::string_view body, std::string& model) {
+bool oipModelName(std::string_view body, std::string& model, bool& repeated) {
+  repeated = false;
   std::string_view msg;
   if (!firstMessage(body, msg)) return false;
   bool found = false;
   const bool ok = walk(msg, [&](std::uint64_t field, std::uint64_t type, std::string_view, std::string_view payload) {
-    if (field == 1 && type == 2 && !found) {
-      model.assign(payload);
-      found = true;
+    if (field != 1) return;
+    if (found || type != 2) {
+      repeated = true;  // a second model_name, or one of another wire type
+      return;
     }
+    model.assign(payload);
+    found = true;
   });
   return ok && found;
 }

@@ -63,7 +63,9 @@ asio::awaitable<bool> mirrorOnce(proxy::Worker& worker, const config::Snapshot& 
   const bool ok = parser.get().result_int() < 500;
   if (parser.keep_alive() && conn->buffer.size() == 0) {
     conn->stream.lower().expires_never();
-    worker.upstreams().put(poolKey(snapshot, model, ep), std::move(conn));
+    const auto keep_alive = parser.get()[http::field::keep_alive];
+    worker.upstreams().put(poolKey(snapshot, model, ep), std::move(conn),
+                           proxy::keepAliveFor(model.upstream_idle_timeout, {keep_alive.data(), keep_alive.size()}));
   }
   co_return ok;
 }

@@ -18,6 +18,7 @@ const char* describe(ExtractError e) {
     case ExtractError::NotAnObject: return "request body must be a JSON object";
     case ExtractError::ModelNotString: return "\"model\" must be a string";
     case ExtractError::StreamNotBool: return "\"stream\" must be a boolean";
+    case ExtractError::DuplicateModel: return "request body names \"model\" more than once";
   }
   return "unknown";
 }
@@ -33,8 +34,12 @@ ExtractError ModelExtractor::extract(const std::string& body, BodyFields& out) {
     return ExtractError::InvalidJson;
   simdjson::dom::object obj;
   if (doc.get_object().get(obj)) return ExtractError::NotAnObject;
+  bool have_model = false;
   for (auto field : obj) {
+    // dom keys are already unescaped, so every spelling of `model` lands here.
     if (field.key == "model") {
+      if (have_model) return ExtractError::DuplicateModel;
+      have_model = true;
       std::string_view m;
       if (field.value.get_string().get(m)) return ExtractError::ModelNotString;
       out.model.assign(m);

@@ -12,12 +12,15 @@ struct BodyFields {
   bool stream = false;
 };
 
-enum class ExtractError { None, InvalidJson, NotAnObject, ModelNotString, StreamNotBool };
+enum class ExtractError { None, InvalidJson, NotAnObject, ModelNotString, StreamNotBool, DuplicateModel };
 
 const char* describe(ExtractError e);
 
 // Validates the whole body as JSON and reads `model` and `stream` from the
-// top-level object, in whatever order they appear. `body` must have at least
+// top-level object, in whatever order they appear. A top-level object that
+// names `model` twice (also spelled with escapes, "\u006dodel") is refused:
+// decoders upstream disagree on which one wins, so the proxy could route by
+// one and the backend serve the other. `body` must have at least
 // kBodyPadding bytes of capacity past its size (the fast parser reads ahead);
 // ensurePadding() arranges that. Keeps its parser buffers between calls, so
 // use one per thread.

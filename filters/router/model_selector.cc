@@ -31,8 +31,12 @@ std::vector<std::string_view> parseRegionList(std::string_view header) {
 const config::ModelConfig* selectModel(const config::Snapshot& snapshot, const config::RouteConfig& route,
                                        const AutoRequest& request) {
   const auto& sel = route.auto_select;
+  // A route that accepts only some models (match.models) selects among them.
+  auto accepted = [&](const config::ModelConfig& m) {
+    return route.models.empty() || std::find(route.models.begin(), route.models.end(), m.index) != route.models.end();
+  };
   auto qualifies = [&](const config::ModelConfig& m) {
-    return m.hasCapability(request.capability) &&
+    return accepted(m) && m.hasCapability(request.capability) &&
            (m.context_window == 0 || request.prompt_tokens <= m.context_window) &&
            servesRegions(m, request.allowed_regions, request.request_regions);
   };

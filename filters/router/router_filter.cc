@@ -118,18 +118,22 @@ class RouterFilter final : public filter::StreamFilter {
   }
 
   void start(StreamContext& ctx) {
+    // The client's content-type only says how to read the model for route
+    // matching; the target model's protocol decides the format (below).
     grpc_ = proxy::isGrpc(ctx.request);
+    bool repeated_model = false;
     if (grpc_) {
       // An Open Inference Protocol call names its model inside the first
       // protobuf message; other gRPC calls route by path and headers.
-      if (!body_.empty()) oipModelName(body_, ctx.model);
+      if (!body_.empty()) oipModelName(body_, ctx.model, repeated_model);
       ctx.stream = true;
     } else if (!body_.empty()) {
       thread_local ModelExtractor extractor;
       ModelExtractor::ensurePadding(body_);
       BodyFields fields;
       if (auto err = extractor.extract(body_, fields); err != ExtractError::None)
-        return reject(ctx, DownstreamError::InvalidJson, 400, describe(err), "invalid_request_error", "invalid_json");
+        return reject(ctx, DownstreamError::InvalidJson, 400, describe(err), "invalid_request_error",
+                      err == ExtractError::DuplicateModel ? "duplicate_model" : "invalid_json");
       ctx.model = std::move(fields.model);
       ctx.stream = fields.stream;
     }
@@ -141,13 +145,20 @@ class RouterFilter final : public filter::StreamFilter {
                     "invalid_request_error", "no_route");
     ctx.route = route;
     if (auto regions = ctx.request.headers.get("x-infermesh-regions")) request_regions_ = parseRegionList(*regions);
-    const auto capability = ctx.request.headers.get("x-infermesh-capability");
     const config::ModelConfig* target = nullptr;
-    if (ctx.model == "auto" || capability) {
-      // Modelless: the route's objective picks among capable models.
+    // The route's target is authoritative: a pinned or split route ignores
+    // "auto" and the capability header, and only a route that configures
+    // autoSelect selects, within what it allows.
+    const bool pinned = route->target != nullptr || !route->split.empty();
+    const auto capability = ctx.request.headers.get("x-infermesh-capability");
+    if (!pinned && route->auto_select.enabled && (ctx.model == "auto" || capability)) {
       auto& worker = *ctx.worker;
       AutoRequest req;
       req.capability = capability ? *capability : std::string_view(route->auto_select.capability);
+      if (!route->auto_select.allows(req.capability))
+        return reject(ctx, DownstreamError::UnknownModel, 404,
+                      "route `" + route->name + "` does not offer capability \"" + std::string(req.capability) + "\"",
+                      "invalid_request_error", "no_capable_model");
       req.prompt_tokens = promptTokenEstimate();
       req.allowed_regions = &route->residency;
       req.request_regions = &request_regions_;
@@ -178,16 +189,30 @@ class RouterFilter final : public filter::StreamFilter {
         return reject(ctx, DownstreamError::UnknownModel, 404, "The model `" + ctx.model + "` does not exist",
                       "invalid_request_error", "model_not_found");
     }
+    // A body the proxy cannot read as its model's format would reach the
+    // backend unchecked (a JSON request labelled application/grpc, say).
+    if (grpc_ != (target->body_format == config::BodyFormat::OpenInference))
+      return reject(ctx, DownstreamError::BadRequest, 415,
+                    std::string("model `") + target->name + "` takes " +
+                        (target->body_format == config::BodyFormat::OpenInference ? "Open Inference Protocol gRPC"
+                                                                                 : "OpenAI-style JSON") +
+                        " requests",
+                    "invalid_request_error", "unsupported_body_format");
     ctx.target_model = target;
-    // The backend may know the model under another name (alias, upstreamModel).
-    if (!ctx.model.empty() && ctx.model != target->upstream_model) rewriteBodyModel(body_, *target);
+    // The backend may know the model under another name (alias, upstreamModel);
+    // a gRPC body naming the model twice is normalised to the one routed.
+    if (!ctx.model.empty() && (ctx.model != target->upstream_model || repeated_model)) {
+      if (!rewriteBodyModel(body_, *target) && repeated_model)
+        return reject(ctx, DownstreamError::InvalidJson, 400, "the request names model_name more than once",
+                      "invalid_request_error", "duplicate_model");
+    }
     asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
   }
 
   // Names `model` to the backend in the body, JSON or gRPC.
-  void rewriteBodyModel(std::string& body, const config::ModelConfig& model) const {
-    if (grpc_) rewriteOipModelName(body, model.upstream_model);
-    else ModelExtractor::rewriteModel(body, model.upstream_model);
+  bool rewriteBodyModel(std::string& body, const config::ModelConfig& model) const {
+    if (grpc_) return rewriteOipModelName(body, model.upstream_model);
+    return ModelExtractor::rewriteModel(body, model.upstream_model);
   }
 
   // About four bytes of JSON per token: errs high, which is the safe side
@@ -359,12 +384,8 @@ class RouterFilter final : public filter::StreamFilter {
                         (f == Failure::Timeout && r.on_timeout) || (f == Failure::Status5xx && r.on_5xx) ||
                         (f == Failure::Status429 && r.on_429);
     if (wanted && retries_left_ > 0 && (!reached_model || idempotent(ctx.request.method) || r.retry_non_idempotent) &&
-        untriedEndpoint(ctx, model) && !pastDeadline()) {
-      const auto& load = ctx.worker->routeLoad(ctx.route->stats_id);
-      const std::uint32_t allowed = std::max<std::uint32_t>(r.min_concurrency, load.requests * r.budget_percent / 100);
-      if (load.retries < allowed) return Outcome::Retry;
-      ctx.worker->stats().count(stats::ShedReason::RetryBudget);
-    }
+        untriedEndpoint(ctx, model) && !pastDeadline() && retryBudgetAllows(ctx))
+      return Outcome::Retry;
     if (const auto* fb = next_fallback_;
         fb && ((f == Failure::ConnectFailure && fb->on_connect_failure) ||
                (f == Failure::NoEndpoint && fb->on_connect_failure) ||
@@ -373,6 +394,28 @@ class RouterFilter final : public filter::StreamFilter {
                (f == Failure::ContextLength && fb->on_context_length) || (f == Failure::Overload && fb->on_5xx)))
       return Outcome::Fallback;
     return Outcome::Failed;
+  }
+
+  // Retries in flight stay within the route's share of requests in flight.
+  bool retryBudgetAllows(StreamContext& ctx) const {
+    const auto& r = ctx.route->retry;
+    const auto& load = ctx.worker->routeLoad(ctx.route->stats_id);
+    const std::uint32_t allowed = std::max<std::uint32_t>(r.min_concurrency, load.requests * r.budget_percent / 100);
+    if (load.retries < allowed) return true;
+    ctx.worker->stats().count(stats::ShedReason::RetryBudget);
+    return false;
+  }
+
+  // Whether a request whose pooled connection closed after the whole request
+  // was written, before any response byte, may go again on a fresh
+  // connection. The server may have taken it and started working (a
+  // completed write only means the kernel took the bytes), so this is a
+  // retry like any other: idempotent, or a route that allows retrying
+  // non-idempotent requests on a reset; within attempts and budget.
+  bool mayReplayAfterSend(StreamContext& ctx) const {
+    const auto& r = ctx.route->retry;
+    const bool safe = idempotent(ctx.request.method) || (r.retry_non_idempotent && (r.on_reset || r.on_5xx));
+    return safe && retries_left_ > 0 && !pastDeadline() && retryBudgetAllows(ctx);
   }
 
   bool untriedEndpoint(const StreamContext& ctx, const config::ModelConfig& model) const {
@@ -533,8 +576,17 @@ class RouterFilter final : public filter::StreamFilter {
       const bool h2 = model.upstream_h2 || (model.upstream_auto && state.alpn_h2);
       Outcome o = h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
       // A kept-alive connection the backend closed meanwhile is not a
-      // failure of the endpoint: try a fresh connection to it.
-      if (o == Outcome::StaleConnection) o = co_await exchange(ctx, model, ep, /*pooled=*/false);
+      // failure of the endpoint: a fresh connection to it carries the
+      // request again (exchange() allowed it), counted as a retry.
+      if (o == Outcome::StaleConnection) {
+        ++ctx.upstream_attempts;
+        ++worker.stats().upstream_retries;
+        auto& load = worker.routeLoad(ctx.route->stats_id);
+        ++load.retries;
+        ctx.error_source = filter::ErrorSource::None;
+        o = co_await exchange(ctx, model, ep, /*pooled=*/false);
+        --load.retries;
+      }
       if (o == Outcome::SwitchToHttp2) o = co_await exchangeH2(ctx, model, ep);
       if (balance) --state.outstanding;
       if (attempt > 0) --worker.routeLoad(ctx.route->stats_id).retries;
@@ -676,6 +728,8 @@ class RouterFilter final : public filter::StreamFilter {
     auto [wec, wn] = co_await asio::async_write(conn->stream, request, kTuple);
     if (wec && clientLeft(ctx)) co_return Outcome::Done;
     if (wec) {
+      // The kernel refused part of the request: the server cannot have it
+      // whole, so a fresh connection may carry it (counted as a retry).
       if (reused) co_return Outcome::StaleConnection;
       co_return failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
                                    "upstream connection failed: " + wec.message(), "upstream_reset", true);
@@ -693,15 +747,22 @@ class RouterFilter final : public filter::StreamFilter {
     if (hec) {
       const bool closed = hec == http::error::end_of_stream || hec == asio::error::eof ||
                           hec == asio::error::connection_reset;
-      if (reused && closed && !parser.got_some()) co_return Outcome::StaleConnection;
+      if (reused && closed && !parser.got_some() && mayReplayAfterSend(ctx)) {
+        --retries_left_;
+        co_return Outcome::StaleConnection;
+      }
       co_return headFailed(ctx, model, hec == beast::error::timeout, closed, hec.message());
     }
     H1Source source{*conn, parser};
     const Outcome o = co_await relay(ctx, model, ep, source, sent_at);
+    // keep_alive() is false after `Connection: close` (or an HTTP/1.0
+    // answer without keep-alive): such a connection is never reused.
     if (o == Outcome::Done && parser.is_done() && parser.keep_alive() && conn->buffer.size() == 0 &&
         ctx.error_source != filter::ErrorSource::Upstream && !clientLeft(ctx)) {
       conn->stream.lower().expires_never();
-      worker.upstreams().put(poolKey(*ctx.snapshot, model, ep), std::move(conn));
+      const auto keep_alive = parser.get()[http::field::keep_alive];
+      worker.upstreams().put(poolKey(*ctx.snapshot, model, ep), std::move(conn),
+                             proxy::keepAliveFor(model.upstream_idle_timeout, {keep_alive.data(), keep_alive.size()}));
     }
     co_return o;
   }
@@ -938,6 +999,18 @@ class RouterFilter final : public filter::StreamFilter {
     }
   };
 
+  static bool holdHead(const StreamContext& ctx, bool sse) {
+    switch (ctx.route->head_hold) {
+      case config::HeadHold::Always:
+        return true;
+      case config::HeadHold::Never:
+        return false;
+      case config::HeadHold::Streaming:
+        break;
+    }
+    return ctx.stream || sse;
+  }
+
   // Everything after the response head, for either protocol: outcome
   // bookkeeping, the retry/fallback decision on an error status, then the
   // head, the body chunk by chunk and the trailers to the client.
@@ -1005,9 +1078,16 @@ class RouterFilter final : public filter::StreamFilter {
     const bool sse = head.headers.get("content-type").value_or("").starts_with("text/event-stream");
     const bool all_held = source.done();
     const bool bodyless = all_held && held.empty() && source.trailers() == nullptr;
-    if (!co_await ctx.downstream->sendHeaders(head, bodyless, source.contentLength())) co_return Outcome::Done;
-    if (!held.empty() && !co_await ctx.downstream->sendBody(held, all_held && source.trailers() == nullptr))
-      co_return Outcome::Done;
+    // Engines send the head at once and the first token much later; until
+    // that first body byte the client has nothing it could not lose, so a
+    // held head keeps a failure in between retryable (it then goes out
+    // with the first chunk).
+    bool head_sent = !held.empty() || all_held || !holdHead(ctx, sse);
+    if (head_sent) {
+      if (!co_await ctx.downstream->sendHeaders(head, bodyless, source.contentLength())) co_return Outcome::Done;
+      if (!held.empty() && !co_await ctx.downstream->sendBody(held, all_held && source.trailers() == nullptr))
+        co_return Outcome::Done;
+    }
     bool got_first_byte = !held.empty();
 
     // Each read is forwarded as soon as it arrives (an SSE event is not held
@@ -1015,6 +1095,14 @@ class RouterFilter final : public filter::StreamFilter {
     while (!source.done()) {
       const ReadResult r = co_await source.read(buf.data.get(), kBufSize, readBudget(idle, got_first_byte));
       if (r.state != ReadState::Ok && clientLeft(ctx)) co_return Outcome::Done;  // nobody to tell
+      if (r.state != ReadState::Ok && !head_sent) {
+        // The request reached the model: decide() replays it only where
+        // that is allowed; a fallback naming the failure may take it.
+        if (r.state == ReadState::Timeout) co_return headFailed(ctx, model, true, false, {});
+        co_return failBeforeResponse(ctx, model, Failure::Reset, UpstreamError::Reset, 502,
+                                     "model `" + model.name + "` lost the connection before its first byte",
+                                     "upstream_reset", true);
+      }
       if (r.state != ReadState::Ok) {
         const bool timeout = r.state == ReadState::Timeout;
         stats.count(timeout ? UpstreamError::Timeout : UpstreamError::Reset);
@@ -1040,10 +1128,18 @@ class RouterFilter final : public filter::StreamFilter {
         got_first_byte = true;
       }
       const bool end_body = r.end && source.trailers() == nullptr;
+      if (!head_sent) {
+        head_sent = true;
+        const bool empty = end_body && r.n == 0;
+        if (!co_await ctx.downstream->sendHeaders(head, empty, source.contentLength())) co_return Outcome::Done;
+        if (empty) break;
+      }
       if ((r.n > 0 || end_body) &&
           !co_await ctx.downstream->sendBody(std::string_view(buf.data.get(), r.n), end_body))
         co_return Outcome::Done;
     }
+    if (!head_sent && !co_await ctx.downstream->sendHeaders(head, source.trailers() == nullptr, source.contentLength()))
+      co_return Outcome::Done;
     if (const auto* trailers = source.trailers()) {
       filter::HeaderList t;
       for (const auto& [n, v] : *trailers) t.add(n, v);

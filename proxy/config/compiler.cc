@@ -145,6 +145,7 @@ class Compiler {
     if (!spec.protocol().empty() && spec.protocol() != "openai" && spec.protocol() != "open-inference")
       errors_.push_back(
           m.error("spec.protocol", "unsupported protocol \"" + spec.protocol() + "\" (openai or open-inference)"));
+    if (spec.protocol() == "open-inference") mc.body_format = BodyFormat::OpenInference;
     if (spec.upstream_protocol() == "http2") mc.upstream_h2 = true;
     else if (spec.upstream_protocol() == "auto") mc.upstream_auto = true;
     else if (!spec.upstream_protocol().empty() && spec.upstream_protocol() != "http1")
@@ -169,6 +170,10 @@ class Compiler {
     if (spec.has_connect_timeout()) {
       mc.connect_timeout = toMillis(spec.connect_timeout());
       if (mc.connect_timeout.count() <= 0) errors_.push_back(m.error("spec.connectTimeout", "must be > 0"));
+    }
+    if (spec.has_upstream_idle_timeout()) {
+      mc.upstream_idle_timeout = toMillis(spec.upstream_idle_timeout());
+      if (mc.upstream_idle_timeout.count() < 0) errors_.push_back(m.error("spec.upstreamIdleTimeout", "must be >= 0"));
     }
     loadBalancer(m, mc.lb);
     healthCheck(m, mc.health_check);
@@ -379,6 +384,7 @@ class Compiler {
     }
     if (lim.max_request_body_bytes()) lc.limits.max_request_body_bytes = lim.max_request_body_bytes();
     if (lim.max_concurrent_streams()) lc.limits.max_concurrent_streams = lim.max_concurrent_streams();
+    if (lim.max_request_headers()) lc.limits.max_request_headers = lim.max_request_headers();
     auto duration = [&](bool has, const pb::Duration& d, std::chrono::milliseconds& into, const char* path) {
       if (!has) return;
       into = toMillis(d);
@@ -516,7 +522,9 @@ class Compiler {
         else
           rc.auto_select.candidates.push_back(c);
       }
+      rc.auto_select.enabled = true;
       if (!a.capability().empty()) rc.auto_select.capability = a.capability();
+      rc.auto_select.capabilities.assign(a.capabilities().begin(), a.capabilities().end());
       if (rc.auto_select.objective == Objective::Preference && a.candidates().empty())
         errors_.push_back(rt.error("spec.autoSelect.candidates", "objective preference needs the candidates in order"));
     }
@@ -568,6 +576,8 @@ class Compiler {
       rc.first_token_timeout = toMillis(t.first_token());
       if (rc.first_token_timeout.count() <= 0) errors_.push_back(rt.error("spec.timeouts.firstToken", "must be > 0"));
     }
+    if (spec.has_hold_head_until_first_byte())
+      rc.head_hold = spec.hold_head_until_first_byte() ? HeadHold::Always : HeadHold::Never;
     out.emplace_back(spec.order(), std::move(rc));
   }
 

@@ -90,13 +90,20 @@ struct OutlierConfig {
   std::uint32_t max_ejection_percent = 50;
 };
 
+// How a model's requests are framed; the router parses and rewrites the
+// body by this, never by what the client's content-type claims.
+enum class BodyFormat : std::uint8_t { OpenAi, OpenInference };
+
 struct ModelConfig {
   std::string name;
+  BodyFormat body_format = BodyFormat::OpenAi;
   std::string upstream_model;  // sent to the backend in `model`
   std::vector<std::string> aliases;
   std::vector<std::string> capabilities;
   std::vector<EndpointConfig> endpoints;
   std::chrono::milliseconds connect_timeout{2000};
+  // Below the usual 5 s server keep-alive, so the proxy closes first.
+  std::chrono::milliseconds upstream_idle_timeout{4000};  // 0: no reuse
   LoadBalancerConfig lb;
   OutlierConfig outlier;
   HealthCheckConfig health_check;
@@ -146,10 +153,20 @@ struct MirrorConfig {
 
 enum class Objective { Cheapest, Fastest, Preference };
 
+// Capability ("modelless") selection. Only a route that configures it
+// selects: the route, never the request, bounds which models are reachable.
 struct AutoSelectConfig {
+  bool enabled = false;
   Objective objective = Objective::Cheapest;
   std::vector<const ModelConfig*> candidates;  // empty: any model with the capability
-  std::string capability = "chat";
+  std::string capability = "chat";             // when the request names none
+  std::vector<std::string> capabilities;       // a request may name; empty: only `capability`
+  bool allows(std::string_view c) const {
+    if (!candidates.empty() || c == capability) return true;
+    for (const auto& x : capabilities)
+      if (x == c) return true;
+    return false;
+  }
 };
 
 struct RetryConfig {
@@ -169,6 +186,10 @@ struct RetryConfig {
 // Lower sheds first.
 enum class Priority : std::uint8_t { Low = 0, Normal = 1, Critical = 2 };
 
+// Whether the router holds an upstream response head until its first body
+// byte (a failure in between can then still be retried or fall back).
+enum class HeadHold : std::uint8_t { Streaming, Always, Never };
+
 struct RouteConfig {
   std::string name;
   std::vector<std::uint32_t> listeners;  // empty: all
@@ -180,6 +201,7 @@ struct RouteConfig {
   std::chrono::milliseconds request_timeout{0};  // 0: none
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds first_token_timeout{0};  // 0: none
+  HeadHold head_hold = HeadHold::Streaming;
   std::vector<FallbackConfig> fallbacks;
   std::vector<WeightedModel> split;  // instead of target
   std::uint32_t split_total = 0;
@@ -201,6 +223,7 @@ struct ListenerLimits {
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds idle_timeout{60000};
   std::uint32_t max_concurrent_streams = 100;
+  std::uint32_t max_request_headers = 100;
 };
 
 enum class ListenerProtocol { Http1, Http2, Auto };

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace infermesh::config {
 namespace {
@@ -263,6 +264,59 @@ void addResource(std::vector<Resource<Spec>>& into, const YAML::Node& spec_node,
   into.push_back(std::move(r));
 }
 
+// yaml-cpp notices an unclosed flow collection (`[a, b` or `{a: 1`) only
+// at the token after it, usually on a later line; the line worth naming is
+// where the bracket opened. Scans `text` up to `end` for the innermost
+// bracket still open, skipping quoted scalars and comments; 0 if none. A
+// bracket or quote counts only where a YAML token may start, so `it's` or
+// `a[1]` inside a plain scalar does not.
+int unclosedFlowLine(std::string_view text, std::size_t end) {
+  end = std::min(end, text.size());
+  std::vector<int> open_lines;
+  int line = 1;
+  char prev = '\n';   // previous character
+  char token = '\n';  // previous non-blank character on this line
+  bool blank_since_token = true;
+  auto tokenStarts = [&] {
+    if (token == '\n' || token == '[' || token == '{' || token == ',') return true;
+    return (token == ':' || token == '-' || token == '?') && blank_since_token;
+  };
+  for (std::size_t i = 0; i < end; ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      prev = token = '\n';
+      blank_since_token = true;
+      continue;
+    }
+    if (c == ' ' || c == '\t') {
+      prev = c;
+      blank_since_token = true;
+      continue;
+    }
+    if (c == '#' && (prev == ' ' || prev == '\t' || prev == '\n')) {
+      while (i + 1 < end && text[i + 1] != '\n') ++i;
+      continue;
+    }
+    if ((c == '\'' || c == '"') && tokenStarts()) {
+      // A quoted scalar, possibly over several lines.
+      for (++i; i < end; ++i) {
+        if (text[i] == '\n') ++line;
+        else if (c == '"' && text[i] == '\\') ++i;
+        else if (text[i] == c && c == '\'' && i + 1 < end && text[i + 1] == '\'') ++i;
+        else if (text[i] == c) break;
+      }
+    } else if ((c == '[' || c == '{') && (!open_lines.empty() || tokenStarts())) {
+      open_lines.push_back(line);
+    } else if ((c == ']' || c == '}') && !open_lines.empty()) {
+      open_lines.pop_back();
+    }
+    prev = token = c;
+    blank_since_token = false;
+  }
+  return open_lines.empty() ? 0 : open_lines.back();
+}
+
 bool validName(const std::string& s) {
   if (s.empty() || s.size() > 253) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -278,8 +332,16 @@ void YamlLoader::loadText(std::string_view text, const std::string& file) {
   try {
     docs = YAML::LoadAll(std::string(text));
   } catch (const YAML::Exception& e) {
-    errors_.push_back(ConfigError{file, "", "", e.mark.line >= 0 ? e.mark.line + 1 : 0,
-                                  "invalid YAML: " + e.msg});
+    int line = e.mark.line >= 0 ? e.mark.line + 1 : 0;
+    std::string message = "invalid YAML: " + e.msg;
+    const bool seq = e.msg == YAML::ErrorMsg::END_OF_SEQ_FLOW;
+    if ((seq || e.msg == YAML::ErrorMsg::END_OF_MAP_FLOW) && e.mark.pos >= 0) {
+      if (const int opened = unclosedFlowLine(text, static_cast<std::size_t>(e.mark.pos)); opened > 0) {
+        line = opened;
+        message += seq ? " (the '[' opened on this line is not closed)" : " (the '{' opened on this line is not closed)";
+      }
+    }
+    errors_.push_back(ConfigError{file, "", "", line, std::move(message)});
     return;
   }
   int index = 0;

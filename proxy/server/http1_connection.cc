@@ -26,6 +26,37 @@ using filter::FilterManager;
 using stats::DownstreamError;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 
+namespace {
+
+// Chunk extensions carry nothing the proxy uses, yet each costs parsing;
+// the bound is per request so many small ones cannot add up either.
+constexpr std::size_t kMaxChunkExtensionBytes = 1024;
+// Room in the read buffer beyond the head limit: what one read may add.
+// It also bounds a chunk-size line or trailer section, which Beast buffers
+// whole before it looks at them.
+constexpr std::size_t kReadSlack = 64 * 1024;
+
+struct HeadShape {
+  bool folded = false;      // a line starting with SP or HTAB (obs-fold)
+  std::size_t fields = 0;   // header lines after the request line
+};
+
+// `head` runs through the blank line that ends it (CRLF CRLF).
+HeadShape inspectHead(std::string_view head) {
+  HeadShape shape;
+  std::size_t pos = head.find("\r\n");
+  if (pos == std::string_view::npos) return shape;
+  pos += 2;
+  while (pos + 2 < head.size()) {
+    if (head[pos] == ' ' || head[pos] == '\t') shape.folded = true;
+    else ++shape.fields;
+    pos = head.find("\r\n", pos) + 2;  // found: the head ends in CRLF CRLF
+  }
+  return shape;
+}
+
+}  // namespace
+
 Http1Connection::Http1Connection(Worker& worker, Transport transport, std::uint32_t listener_index)
     : worker_(worker),
       socket_(std::move(transport)),
@@ -116,15 +147,44 @@ awaitable<void> Http1Connection::rejectAndClose(unsigned status, const char* cod
   keep_alive_ = false;
 }
 
+awaitable<boost::system::error_code> Http1Connection::readHead(std::size_t limit, std::size_t& head_size) {
+  std::size_t searched = 0;
+  for (;;) {
+    const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    const auto end = data.find("\r\n\r\n", searched);
+    if (end != std::string_view::npos) {
+      head_size = end + 4;
+      co_return head_size > limit ? http::error::header_limit : boost::system::error_code{};
+    }
+    if (data.size() >= limit) co_return http::error::header_limit;
+    searched = data.size() < 3 ? 0 : data.size() - 3;
+    const std::size_t room = buffer_.max_size() - buffer_.size();
+    auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(std::min<std::size_t>(room, 16 * 1024)), kTuple);
+    buffer_.commit(n);
+    // As Beast reports it: a head cut short is a partial message, a
+    // connection closed between requests the end of the stream.
+    if (ec == asio::error::eof) co_return buffer_.size() ? http::error::partial_message : http::error::end_of_stream;
+    if (ec) co_return ec;
+  }
+}
+
 awaitable<void> Http1Connection::serveRequests() {
   while (open_ && keep_alive_ && !worker_.draining()) {
     // A copy: a reload may replace the worker's snapshot while we wait.
     const auto snapshot = worker_.snapshot();
     const auto& limits = snapshot->listeners[listener_index_].limits;
     write_timeout_ = limits.idle_timeout;
+    buffer_.max_size(std::max<std::size_t>(buffer_.size(), limits.max_request_header_bytes + kReadSlack));
+    // Declared before the parser, which keeps a reference to it.
+    chunk_extension_bytes_ = 0;
+    auto on_chunk_header = [this](std::uint64_t, std::string_view extensions, boost::system::error_code& cec) {
+      chunk_extension_bytes_ += extensions.size();
+      if (chunk_extension_bytes_ > kMaxChunkExtensionBytes) cec = http::error::bad_chunk_extension;
+    };
     http::request_parser<http::buffer_body> parser;
     parser.header_limit(limits.max_request_header_bytes);
     parser.body_limit(limits.max_request_body_bytes);
+    parser.on_chunk_header(on_chunk_header);
 
     // Waiting for the next request is idle time (closed quietly when it
     // runs out); from the first byte on, the header timeout applies. With
@@ -143,11 +203,32 @@ awaitable<void> Http1Connection::serveRequests() {
       if (wec || !open_ || worker_.draining()) co_return;
     }
     if (!idle_read) setDeadline(limits.header_timeout);
-    auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
+    // The head is read whole before Beast parses it, to be checked raw
+    // first: Beast joins obs-fold lines into the previous value without a
+    // word, and bounds a head's bytes but not its number of fields.
+    std::size_t head_size = 0;
+    auto ec = co_await readHead(limits.max_request_header_bytes, head_size);
+    if (!ec) {
+      const auto shape = inspectHead(std::string_view(static_cast<const char*>(buffer_.data().data()), head_size));
+      if (shape.folded) {
+        worker_.stats().count(DownstreamError::BadRequest);
+        co_await rejectAndClose(400, "bad_request", "obsolete line folding in request headers");
+        co_return;
+      }
+      if (shape.fields > limits.max_request_headers) {
+        worker_.stats().count(DownstreamError::HeaderTooLarge);
+        co_await rejectAndClose(431, "request_header_too_large",
+                                "more than " + std::to_string(limits.max_request_headers) + " request header fields");
+        co_return;
+      }
+      auto [pec, n] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
+      ec = pec;
+    }
     idle_ = false;
     if (ec) {
       if (!open_) co_return;
-      if (idle_read && !parser.got_some()) co_return;  // idle time ran out, or the client closed
+      // Idle time ran out, or the client closed, before a byte arrived.
+      if (idle_read && !parser.got_some() && buffer_.size() == 0) co_return;
       if (timed_out_) {
         worker_.stats().count(DownstreamError::Timeout);
         co_await rejectAndClose(408, "request_timeout", "request headers not received in time");
@@ -173,6 +254,14 @@ awaitable<void> Http1Connection::serveRequests() {
         (req.count(http::field::content_length) || !filter::equalsIgnoreCase(req[http::field::transfer_encoding], "chunked"))) {
       worker_.stats().count(DownstreamError::BadRequest);
       co_await rejectAndClose(400, "bad_request", "ambiguous request framing (Transfer-Encoding)");
+      co_return;
+    }
+    // Routing and virtual hosts read Host: HTTP/1.1 must send exactly one
+    // (RFC 9112 section 3.2); HTTP/1.0 may omit it, but never send two.
+    const auto hosts = req.count(http::field::host);
+    if (hosts > 1 || (hosts == 0 && req.version() >= 11)) {
+      worker_.stats().count(DownstreamError::BadRequest);
+      co_await rejectAndClose(400, "bad_request", hosts ? "more than one Host header" : "missing Host header");
       co_return;
     }
     co_await handleStream(parser);
@@ -265,6 +354,13 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
         ctx.error_reason = "client_disconnected";
         progress = FilterManager::Progress::Stopped;  // nobody to answer
         break;
+      } else if (chunk_extension_bytes_ > kMaxChunkExtensionBytes) {
+        worker_.stats().count(DownstreamError::BadRequest);
+        ctx.sendLocalReply(400, "chunk extensions exceed " + std::to_string(kMaxChunkExtensionBytes) + " bytes",
+                           "invalid_request_error", "bad_request");
+      } else if (ec == http::error::buffer_overflow) {
+        worker_.stats().count(DownstreamError::BadRequest);
+        ctx.sendLocalReply(400, "chunk header or trailers too long", "invalid_request_error", "bad_request");
       } else {
         worker_.stats().count(DownstreamError::BadRequest);
         ctx.sendLocalReply(400, "malformed request body: " + ec.message(), "invalid_request_error", "bad_request");

@@ -57,6 +57,9 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   template <typename Parser>
   boost::asio::awaitable<void> handleStream(Parser& parser);
   boost::asio::awaitable<void> serveRequests();
+  // Reads until buffer_ holds a whole request head of at most `limit`
+  // bytes; `head_size` is its length through the blank line.
+  boost::asio::awaitable<boost::system::error_code> readHead(std::size_t limit, std::size_t& head_size);
   boost::asio::awaitable<void> watchdog();
   // True when the client closed or reset the connection.
   boost::asio::awaitable<bool> clientGone();
@@ -81,6 +84,7 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   bool keep_alive_ = true;
   bool http10_ = false;
   bool is_head_ = false;
+  std::size_t chunk_extension_bytes_ = 0;  // in the current request's chunk headers
 
   // Current stream.
   filter::StreamContext* ctx_ = nullptr;

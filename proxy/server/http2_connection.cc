@@ -56,7 +56,9 @@ struct Http2Stream final : public DownstreamStream {
   filter::StreamContext ctx;
   FilterManager* filters = nullptr;
   std::uint64_t header_bytes = 0;
+  std::uint32_t header_count = 0;
   bool headers_too_large = false;
+  bool too_many_headers = false;
   bool started = false;         // the stream coroutine runs
   bool coroutine_done = false;  // ... and has finished
   bool closed = false;          // nghttp2 closed the stream (either side)
@@ -261,6 +263,11 @@ awaitable<void> runStream(Http2Stream& s) {
     ctx.sendLocalReply(431, "request headers exceed " + std::to_string(limits.max_request_header_bytes) + " bytes",
                        "invalid_request_error", "request_header_too_large");
     progress = FilterManager::Progress::LocalReply;
+  } else if (s.too_many_headers) {
+    worker.stats().count(DownstreamError::HeaderTooLarge);
+    ctx.sendLocalReply(431, "more than " + std::to_string(limits.max_request_headers) + " request header fields",
+                       "invalid_request_error", "request_header_too_large");
+    progress = FilterManager::Progress::LocalReply;
   } else {
     progress = co_await settle(s, fm.requestHeaders(s.body_complete && s.body_in.empty()));
   }
@@ -351,6 +358,12 @@ struct Http2Connection::Callbacks {
     s->header_bytes += namelen + valuelen + 32;
     if (s->header_bytes > s->ctx.listener->limits.max_request_header_bytes) {
       s->headers_too_large = true;
+      return 0;
+    }
+    // Many small fields cost a map entry each, which the byte limit alone
+    // lets through by the thousand; pseudo-headers are bounded by nghttp2.
+    if (!n.empty() && n[0] != ':' && ++s->header_count > s->ctx.listener->limits.max_request_headers) {
+      s->too_many_headers = true;
       return 0;
     }
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: not forwarded

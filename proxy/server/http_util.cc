@@ -85,7 +85,8 @@ int grpcStatusFor(const filter::LocalReply& reply) {
   if (code == "model_not_found" || code == "no_capable_model") return 5;      // NOT_FOUND
   if (code == "overloaded" || code == "upstream_rate_limited") return 8;      // RESOURCE_EXHAUSTED
   if (code == "no_route") return 12;                                          // UNIMPLEMENTED
-  if (code == "invalid_json" || code == "missing_model" || code == "bad_request") return 3;  // INVALID_ARGUMENT
+  if (code == "invalid_json" || code == "missing_model" || code == "bad_request" ||
+      code == "duplicate_model" || code == "unsupported_body_format") return 3;  // INVALID_ARGUMENT
   switch (reply.status) {
     case 400: return 13;  // INTERNAL
     case 401: return 16;  // UNAUTHENTICATED

@@ -129,35 +129,48 @@ bool AdsClient::loadCache(const std::string& path, config::Resources& out, std::
 }
 
 void AdsClient::run() {
-  // gRPC's own reconnect backoff is kept in step with ours (its default
-  // grows to two minutes); keepalive notices a control plane that vanished.
+  // One backoff governs reconnects: gRPC's own, between connection
+  // attempts (its default grows to two minutes). Its jitter is +-20%, so a
+  // 4 s step keeps every wait under the documented 5 s. Keepalive notices a
+  // control plane that vanished.
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 4000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   auto channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
   auto stub = dv1::AggregatedDiscoveryService::NewStub(channel);
   std::mt19937 rng(std::random_device{}());
-  auto backoff = std::chrono::milliseconds(250);
+  const auto initial_backoff = std::chrono::milliseconds(250);
   const auto max_backoff = std::chrono::milliseconds(5000);
+  auto backoff = initial_backoff;
   while (!stopping_) {
     grpc::ClientContext ctx;
+    // The stream waits for the channel to connect instead of failing at
+    // once while gRPC sits out a backoff of its own; a wait of ours on top
+    // of one of gRPC's is how reconnects overshot the cap.
+    ctx.set_wait_for_ready(true);
     {
       std::lock_guard lock(mu_);
       context_ = &ctx;
     }
+    if (stopping_) ctx.TryCancel();  // stop() may have looked before context_ was set
+    grpc::experimental::ChannelResetConnectionBackoff(channel.get());
     auto stream = stub->StreamAggregatedResources(&ctx);
     bool ok = true;
     // The last accepted version survives reconnects: a control plane with
     // nothing newer sends nothing.
     for (const auto& type : xds::pushOrder()) ok = ok && stream->Write(subscriptions_.at(type).initialRequest());
+    // The requests went out on an open stream: connected, whether or not
+    // the control plane has anything to send.
+    if (ok) {
+      if (!connected_.exchange(true)) spdlog::info("xds: connected to {}", address_);
+      backoff = initial_backoff;
+    }
     dv1::DiscoveryResponse resp;
     while (ok && stream->Read(&resp)) {
-      if (!connected_.exchange(true)) spdlog::info("xds: connected to {}", address_);
-      backoff = std::chrono::milliseconds(250);
       for (auto& req : onResponse(resp)) {
         if (!stream->Write(req)) {
           ok = false;
@@ -174,7 +187,9 @@ void AdsClient::run() {
     if (connected_.exchange(false)) spdlog::warn("xds: stream to {} ended: {}", address_, status.error_message());
     held_.clear();
     if (stopping_) break;
-    // Jittered exponential backoff: between half and all of the step.
+    // Jittered exponential backoff, between half and all of the step, so
+    // the whole wait stays within the cap. It paces a control plane that
+    // accepts streams and ends them; one that is away is waited for above.
     std::uniform_int_distribution<long> jitter(backoff.count() / 2, backoff.count());
     std::unique_lock lock(mu_);
     wake_.wait_for(lock, std::chrono::milliseconds(jitter(rng)), [this] { return stopping_.load(); });

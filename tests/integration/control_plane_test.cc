@@ -201,6 +201,26 @@ TEST_F(ControlPlaneTest, ProxiesRideOutTheControlPlaneAndServeFromCache) {
   EXPECT_EQ(scrape(restarted.admin, "infermesh_config_from_cache"), 0);
 }
 
+TEST_F(ControlPlaneTest, ReconnectToAControlPlaneWithNothingNewCountsAsConnected) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  ASSERT_EQ(status(sidecar, "chat-model"), 200);
+  ASSERT_TRUE(eventually([&] { return scrape(sidecar.admin, "infermesh_xds_connected") == 1; }));
+  control.reset();
+  ASSERT_TRUE(eventually([&] { return scrape(sidecar.admin, "infermesh_xds_connected") == 0; }));
+  // Same config: the control plane has nothing to send this proxy. The
+  // bound is the documented 5 s backoff cap plus room for a busy machine.
+  startControlPlane(xds);
+  EXPECT_TRUE(eventually([&] { return scrape(sidecar.admin, "infermesh_xds_connected") == 1; }, 8s));
+  auto connectedLines = [&] {
+    std::ifstream in(dir.path() + "/sidecar-1.log");
+    int n = 0;
+    for (std::string line; std::getline(in, line);) n += line.find("xds: connected to") != std::string::npos;
+    return n;
+  };
+  EXPECT_TRUE(eventually([&] { return connectedLines() == 2; })) << connectedLines();
+  EXPECT_EQ(status(sidecar, "chat-model"), 200);
+}
+
 TEST_F(ControlPlaneTest, ProxyNacksWhatItCannotApplyAndKeepsServing) {
   Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
   ASSERT_EQ(status(sidecar, "chat-model"), 200);

@@ -60,7 +60,7 @@ TEST_F(RoutingTest, AutoPicksTheCapableModelByObjectiveAndSaysWhich) {
                  "upstreamModel: chat-model, endpoints: [" + endpoint(fast_b) + "]}") +
              doc("Model", "vectors", "{capabilities: [embeddings], upstreamModel: embed-model, endpoints: [" +
                                          endpoint(fast_a) + "]}") +
-             caseRoute("auto", "autoSelect: {objective: cheapest}"));
+             caseRoute("auto", "autoSelect: {objective: cheapest, capabilities: [chat, code, embeddings]}"));
   // "model": "auto" -> the cheapest chat model, named in a response header;
   // the backend got its upstream name.
   auto r = send("auto", "auto");

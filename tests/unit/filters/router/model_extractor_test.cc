@@ -49,6 +49,16 @@ TEST(ModelExtractor, RejectsInvalidJson) {
   EXPECT_EQ(run(R"({"model":"x","stream":"yes"})", f), ExtractError::StreamNotBool);
 }
 
+TEST(ModelExtractor, RefusesARepeatedModelKeyInAnySpelling) {
+  BodyFields f;
+  EXPECT_EQ(run(R"({"model":"cheap","model":"premium"})", f), ExtractError::DuplicateModel);
+  EXPECT_EQ(run(R"({"model":"cheap","messages":[],"\u006dodel":"premium"})", f), ExtractError::DuplicateModel);
+  EXPECT_EQ(run(R"({"\u006d\u006f\u0064\u0065\u006c":"a","model":"a"})", f), ExtractError::DuplicateModel);
+  // Nested objects may repeat it; only the top level routes.
+  EXPECT_EQ(run(R"({"model":"a","metadata":{"model":"b"},"tools":[{"model":"c"}]})", f), ExtractError::None);
+  EXPECT_EQ(f.model, "a");
+}
+
 TEST(ModelExtractor, HandlesHugeBodies) {
   std::string body = R"({"messages":[)";
   for (int i = 0; i < 20000; ++i) body += R"({"role":"user","content":"lorem ipsum dolor sit amet consectetur"},)";

@@ -124,6 +124,21 @@ TEST_F(LoaderTest, InvalidYamlReportsTheLine) {
   EXPECT_NE(e.message.find("invalid YAML"), std::string::npos);
 }
 
+TEST_F(LoaderTest, UnclosedFlowCollectionNamesTheLineItOpened) {
+  // yaml-cpp notices the missing ']' only at the next line's token.
+  auto e = onlyError(
+      "apiVersion: infermesh.io/v1\nkind: Model\nmetadata:\n  name: m\n"
+      "spec:\n  capabilities: [chat]  # it's [closed]\n  aliases: [a, b\n  endpoints:\n    - address: x\n");
+  EXPECT_EQ(e.line, 7) << e.message;
+  EXPECT_NE(e.message.find("end of sequence flow not found"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("'['"), std::string::npos) << e.message;
+  // The innermost open collection, past quoted brackets and plain
+  // scalars that merely contain one.
+  e = onlyError("a: 'x [y'\nb: it's a[1]\nc: [p, {q: \"]}\"\n\nd: 3\n");
+  EXPECT_EQ(e.line, 3) << e.message;
+  EXPECT_NE(e.message.find("'{'"), std::string::npos) << e.message;
+}
+
 TEST_F(LoaderTest, SemanticErrors) {
   auto e = onlyError(
       "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  address: nowhere\n"
