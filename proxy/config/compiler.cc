@@ -531,7 +531,7 @@ class Compiler {
     if (spec.has_retry()) {
       const auto& r = spec.retry();
       RetryConfig& rc_retry = rc.retry;
-      rc_retry.attempts = r.attempts();
+      if (r.has_attempts()) rc_retry.attempts = r.attempts();
       if (r.attempts() > 10) errors_.push_back(rt.error("spec.retry.attempts", "at most 10"));
       if (!r.on().empty()) rc_retry.on_connect_failure = false;
       for (int k = 0; k < r.on_size(); ++k) {
