@@ -149,9 +149,9 @@ class RouterFilter final : public filter::StreamFilter {
     // The route's target is authoritative: a pinned or split route ignores
     // "auto" and the capability header, and only a route that configures
     // autoSelect selects, within what it allows.
-    const bool pinned = route->target != nullptr || !route->split.empty();
-    const auto capability = ctx.request.headers.get("x-infermesh-capability");
-    if (!pinned && route->auto_select.enabled && (ctx.model == "auto" || capability)) {
+    const bool selects = route->target == nullptr && route->split.empty() && route->auto_select.enabled;
+    const auto capability = selects ? ctx.request.headers.get("x-infermesh-capability") : std::nullopt;
+    if (selects && (ctx.model == "auto" || capability)) {
       auto& worker = *ctx.worker;
       AutoRequest req;
       req.capability = capability ? *capability : std::string_view(route->auto_select.capability);
@@ -203,7 +203,7 @@ class RouterFilter final : public filter::StreamFilter {
     // a gRPC body naming the model twice is normalised to the one routed.
     if (!ctx.model.empty() && (ctx.model != target->upstream_model || repeated_model)) {
       if (!rewriteBodyModel(body_, *target) && repeated_model)
-        return reject(ctx, DownstreamError::InvalidJson, 400, "the request names model_name more than once",
+        return reject(ctx, DownstreamError::BadRequest, 400, "the request names model_name more than once",
                       "invalid_request_error", "duplicate_model");
     }
     asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
@@ -1000,15 +1000,8 @@ class RouterFilter final : public filter::StreamFilter {
   };
 
   static bool holdHead(const StreamContext& ctx, bool sse) {
-    switch (ctx.route->head_hold) {
-      case config::HeadHold::Always:
-        return true;
-      case config::HeadHold::Never:
-        return false;
-      case config::HeadHold::Streaming:
-        break;
-    }
-    return ctx.stream || sse;
+    const auto hold = ctx.route->head_hold;
+    return hold == config::HeadHold::Always || (hold == config::HeadHold::Streaming && (ctx.stream || sse));
   }
 
   // Everything after the response head, for either protocol: outcome

@@ -3,8 +3,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
+
+#include "proxy/filter/stream_context.h"
 
 namespace infermesh::proxy {
 namespace {
@@ -23,13 +24,6 @@ bool stillUsable(UpstreamConnection& c) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-bool startsWithIgnoreCase(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
-  return true;
-}
-
 }  // namespace
 
 std::chrono::milliseconds keepAliveFor(std::chrono::milliseconds configured, std::string_view header) {
@@ -38,7 +32,7 @@ std::chrono::milliseconds keepAliveFor(std::chrono::milliseconds configured, std
     const auto comma = header.find(',');
     std::string_view param = header.substr(0, comma);
     while (!param.empty() && (param.front() == ' ' || param.front() == '\t')) param.remove_prefix(1);
-    if (startsWithIgnoreCase(param, "timeout=")) {
+    if (filter::equalsIgnoreCase(param.substr(0, 8), "timeout=")) {
       param.remove_prefix(8);
       unsigned seconds = 0;
       if (std::from_chars(param.data(), param.data() + param.size(), seconds).ec == std::errc()) {

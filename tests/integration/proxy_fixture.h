@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/http_client.h"
@@ -39,6 +41,25 @@ class ProxyTest : public ::testing::Test {
   int mockConnections(const Mock& m);
   // A number from the mock's /mock/stats ("requests", "activations" ...).
   static int mockStat(const Mock& m, const std::string& key);
+
+  // One YAML document of `kind`, for building configs in tests.
+  static std::string doc(const std::string& kind, const std::string& name, const std::string& spec) {
+    return "---\napiVersion: infermesh.io/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n";
+  }
+  // Whether an OpenAI-style error body carries `code`.
+  static bool hasCode(const HttpResponse& r, const std::string& code) {
+    return r.body.find("\"code\":\"" + code + "\"") != std::string::npos;
+  }
+  // Polls until `pred` holds or `limit` passes.
+  template <typename Pred>
+  static bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+  }
 
   static inline Mock fast_a, fast_b, slow, resetting, sluggish, limited, failing, windowed, toggled;
   static inline std::string bin_dir;

@@ -19,9 +19,6 @@ using Clock = std::chrono::steady_clock;
 
 class RoutingTest : public ProxyTest {
  protected:
-  static std::string doc(const std::string& kind, const std::string& name, const std::string& spec) {
-    return "---\napiVersion: infermesh.io/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n";
-  }
   // A route taking requests that carry `x-case: <name>`.
   static std::string caseRoute(const std::string& name, const std::string& spec_fields) {
     return doc("Route", name, "{order: 10, match: {headers: [{name: x-case, value: " + name + "}]}" +
@@ -34,19 +31,6 @@ class RoutingTest : public ProxyTest {
   }
   static std::string endpoint(const Mock& m, const std::string& extra = "") {
     return "{address: '" + m.address() + "'" + (extra.empty() ? "" : ", " + extra) + "}";
-  }
-  static bool hasCode(const HttpResponse& r, const std::string& code) {
-    return r.body.find("\"code\":\"" + code + "\"") != std::string::npos;
-  }
-  // Polls until `pred` holds or `limit` passes.
-  template <typename Pred>
-  static bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
-    const auto end = Clock::now() + limit;
-    while (Clock::now() < end) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return pred();
   }
 };
 

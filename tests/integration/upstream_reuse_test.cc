@@ -263,9 +263,6 @@ class UpstreamReuseTest : public ProxyTest {
     drops_head.process.reset();
     ProxyTest::TearDownTestSuite();
   }
-  static std::string doc(const std::string& kind, const std::string& name, const std::string& spec) {
-    return "---\napiVersion: infermesh.io/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n";
-  }
   // A route taking requests that carry `x-case: <name>`.
   static std::string caseRoute(const std::string& name, const std::string& spec_fields) {
     return doc("Route", name, "{order: 10, match: {headers: [{name: x-case, value: " + name + "}]}, " + spec_fields + "}");
@@ -278,18 +275,6 @@ class UpstreamReuseTest : public ProxyTest {
                     const std::string& model = "chat-model") {
     return httpRequest(port, method, method == "GET" ? "/v1/models" : "/v1/chat/completions",
                        method == "GET" ? "" : chatBody(model, stream), {{"x-case", which}});
-  }
-  static bool hasCode(const HttpResponse& r, const std::string& code) {
-    return r.body.find("\"code\":\"" + code + "\"") != std::string::npos;
-  }
-  template <typename Pred>
-  static bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
-    const auto end = Clock::now() + limit;
-    while (Clock::now() < end) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return pred();
   }
   // A complete event stream that the named model served.
   static void expectCompleteStreamFrom(const HttpResponse& r, const std::string& model) {
