@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "proxy/config/yaml_loader.h"
+#include "proxy/tls/spiffe_id.h"
 #include "proxy/stats/name_table.h"
 
 namespace infermesh::config {
@@ -162,8 +163,8 @@ class Compiler {
       if (u.cert_file.empty() != u.key_file.empty())
         errors_.push_back(m.error("spec.upstreamTls.certFile", "certFile and keyFile go together"));
       for (int i = 0; i < t.spiffe_ids_size(); ++i)
-        if (t.spiffe_ids(i).rfind("spiffe://", 0) != 0)
-          errors_.push_back(m.error("spec.upstreamTls.spiffeIds[" + std::to_string(i) + "]", "must start with spiffe://"));
+        if (auto why = tls::spiffePatternError(t.spiffe_ids(i)); !why.empty())
+          errors_.push_back(m.error("spec.upstreamTls.spiffeIds[" + std::to_string(i) + "]", why));
     }
     if (mc.upstream_auto && !spec.has_upstream_tls())
       errors_.push_back(m.error("spec.upstreamProtocol", "auto needs upstreamTls (ALPN)"));
@@ -371,8 +372,9 @@ class Compiler {
       lc.tls.client_ca_file = t.client_ca_file();
       lc.tls.allowed_spiffe_ids.assign(t.allowed_spiffe_ids().begin(), t.allowed_spiffe_ids().end());
       for (int i = 0; i < t.allowed_spiffe_ids_size(); ++i)
-        if (t.allowed_spiffe_ids(i).rfind("spiffe://", 0) != 0)
-          errors_.push_back(l.error("spec.tls.allowedSpiffeIds[" + std::to_string(i) + "]", "must start with spiffe://"));
+        if (auto why = tls::spiffePatternError(t.allowed_spiffe_ids(i)); !why.empty())
+          errors_.push_back(l.error("spec.tls.allowedSpiffeIds[" + std::to_string(i) + "]", why));
+      lc.tls.cipher_suites = t.cipher_suites();
       if (!t.allowed_spiffe_ids().empty() && t.client_ca_file().empty())
         errors_.push_back(l.error("spec.tls.allowedSpiffeIds", "needs clientCaFile (mTLS)"));
     }
@@ -394,6 +396,37 @@ class Compiler {
     duration(lim.has_body_timeout(), lim.body_timeout(), lc.limits.body_timeout, "spec.limits.bodyTimeout");
     duration(lim.has_idle_timeout(), lim.idle_timeout(), lc.limits.idle_timeout, "spec.limits.idleTimeout");
     lc.access_log = spec.access_log().path();
+    if (spec.has_path_normalization()) {
+      const auto& pn = spec.path_normalization();
+      if (pn.has_merge_slashes()) lc.path_normalization.merge_slashes = pn.merge_slashes();
+      const auto& es = pn.escaped_slashes();
+      if (es == "keep") lc.path_normalization.escaped_slashes = common::EscapedSlashes::Keep;
+      else if (es == "decode") lc.path_normalization.escaped_slashes = common::EscapedSlashes::Decode;
+      else if (!es.empty() && es != "reject")
+        errors_.push_back(l.error("spec.pathNormalization.escapedSlashes", "must be reject, keep or decode"));
+    }
+    const auto& trusted = spec.trusted_peers();
+    for (int i = 0; i < trusted.spiffe_ids_size(); ++i) {
+      if (auto why = tls::spiffePatternError(trusted.spiffe_ids(i)); !why.empty())
+        errors_.push_back(l.error("spec.trustedPeers.spiffeIds[" + std::to_string(i) + "]", why));
+      lc.trusted_spiffe_ids.push_back(trusted.spiffe_ids(i));
+    }
+    if (!trusted.spiffe_ids().empty() && (!spec.has_tls() || spec.tls().client_ca_file().empty()))
+      errors_.push_back(l.error("spec.trustedPeers.spiffeIds", "needs tls.clientCaFile (mTLS)"));
+    for (int i = 0; i < trusted.sources_size(); ++i) {
+      if (auto net = common::parseCidr(trusted.sources(i))) lc.trusted_sources.push_back(*net);
+      else
+        errors_.push_back(l.error("spec.trustedPeers.sources[" + std::to_string(i) + "]",
+                                  "\"" + trusted.sources(i) + "\" is not an address or network (10.0.0.0/8)"));
+    }
+    for (int i = 0; i < spec.client_headers_size(); ++i) {
+      std::string name = spec.client_headers(i);
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (name != "x-infermesh-capability" && name != "x-infermesh-regions")
+        errors_.push_back(l.error("spec.clientHeaders[" + std::to_string(i) + "]",
+                                  "only x-infermesh-capability and x-infermesh-regions may come from any client"));
+      lc.client_headers.push_back(std::move(name));
+    }
 
     if (spec.filters().empty()) errors_.push_back(l.error("spec.filters", "at least the router filter is required"));
     for (int i = 0; i < spec.filters_size(); ++i) {

@@ -7,6 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/common/cidr.h"
+#include "proxy/common/path_normalizer.h"
 #include "proxy/filter/filter.h"
 
 namespace infermesh::tls {
@@ -240,6 +242,7 @@ struct ListenerTlsConfig {
   bool tls13_only = false;
   std::string client_ca_file;  // non-empty: mTLS
   std::vector<std::string> allowed_spiffe_ids;
+  std::string cipher_suites;  // TLS 1.2 suites, OpenSSL syntax; empty: kDefaultCipherSuites
   bool enabled() const { return !certificates.empty(); }
   bool operator==(const ListenerTlsConfig&) const = default;
 };
@@ -254,7 +257,20 @@ struct ListenerConfig {
   ListenerLimits limits;
   std::vector<std::shared_ptr<const filter::FilterFactory>> filters;
   std::string access_log;  // path, "stdout", or empty
+  common::PathNormalization path_normalization;
+  // x-infermesh-* request headers are removed unless the peer is trusted
+  // (its SPIFFE ID matches, or its address is inside a source network), or
+  // the header is one of client_headers.
+  std::vector<std::string> trusted_spiffe_ids;
+  std::vector<common::Cidr> trusted_sources;
+  std::vector<std::string> client_headers;
 };
+
+// Mozilla's "intermediate" TLS 1.2 suites without the DHE ones: forward
+// secrecy with ECDHE only, AEAD only. TLS 1.3 suites are OpenSSL's defaults.
+inline constexpr const char* kDefaultCipherSuites =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 // Lets maps keyed by std::string be searched with a std::string_view.
 struct StringHash {

@@ -32,6 +32,11 @@ class HeaderList {
   std::optional<std::string_view> get(std::string_view name) const;
   void set(std::string_view name, std::string value);
   void remove(std::string_view name);
+  // Removes the fields whose name satisfies `pred`; returns how many.
+  template <typename Pred>
+  std::size_t removeIf(Pred pred) {
+    return std::erase_if(fields_, [&](const auto& f) { return pred(std::string_view(f.first)); });
+  }
   const std::vector<std::pair<std::string, std::string>>& fields() const { return fields_; }
 
  private:

@@ -1,4 +1,5 @@
 #include "proxy/server/http1_connection.h"
+#include "proxy/server/request_guard.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -324,14 +325,16 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
   pending_head_.clear();
   worker_.streamStarted();
 
+  const bool admitted = guardRequest(ctx, worker_.stats());
   bool has_body = !parser.is_done();
-  if (has_body && filter::equalsIgnoreCase(req[http::field::expect], "100-continue")) {
+  if (admitted && has_body && filter::equalsIgnoreCase(req[http::field::expect], "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     asio::const_buffer b = asio::buffer(kContinue);
     co_await writeBuffers(&b, 1);
   }
 
-  auto progress = co_await settle(fm.requestHeaders(!has_body));
+  auto progress = FilterManager::Progress::LocalReply;
+  if (admitted) progress = co_await settle(fm.requestHeaders(!has_body));
   const auto& limits = ctx.listener->limits;
   while (progress == FilterManager::Progress::Done && has_body && open_) {
     req.body().data = body_buf_.data();

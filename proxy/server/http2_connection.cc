@@ -1,4 +1,5 @@
 #include "proxy/server/http2_connection.h"
+#include "proxy/server/request_guard.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -267,6 +268,8 @@ awaitable<void> runStream(Http2Stream& s) {
     worker.stats().count(DownstreamError::HeaderTooLarge);
     ctx.sendLocalReply(431, "more than " + std::to_string(limits.max_request_headers) + " request header fields",
                        "invalid_request_error", "request_header_too_large");
+    progress = FilterManager::Progress::LocalReply;
+  } else if (!guardRequest(ctx, worker.stats())) {
     progress = FilterManager::Progress::LocalReply;
   } else {
     progress = co_await settle(s, fm.requestHeaders(s.body_complete && s.body_in.empty()));

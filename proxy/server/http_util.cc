@@ -52,6 +52,8 @@ void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) {
   line += ",\"status\":" + std::to_string(ctx.response_status);
   line += ",\"model\":";
   appendJsonString(line, ctx.model);
+  line += ",\"served_model\":";
+  appendJsonString(line, ctx.target_model ? std::string_view(ctx.target_model->name) : std::string_view());
   line += ",\"route\":";
   appendJsonString(line, ctx.route ? ctx.route->name : std::string());
   line += ",\"upstream\":";
@@ -86,7 +88,8 @@ int grpcStatusFor(const filter::LocalReply& reply) {
   if (code == "overloaded" || code == "upstream_rate_limited") return 8;      // RESOURCE_EXHAUSTED
   if (code == "no_route") return 12;                                          // UNIMPLEMENTED
   if (code == "invalid_json" || code == "missing_model" || code == "bad_request" ||
-      code == "duplicate_model" || code == "unsupported_body_format") return 3;  // INVALID_ARGUMENT
+      code == "duplicate_model" || code == "unsupported_body_format" || code == "bad_path")
+    return 3;  // INVALID_ARGUMENT
   switch (reply.status) {
     case 400: return 13;  // INTERNAL
     case 401: return 16;  // UNAUTHENTICATED

@@ -38,11 +38,13 @@ enum class DownstreamError : std::uint8_t {
   MissingModel,     // -> 400
   UnknownModel,     // -> 404
   NoRoute,          // -> 404
+  BadPath,          // request target refused by path normalisation -> 400
+  UntrustedHeader,  // x-infermesh-* headers removed from an untrusted client (served)
   Count
 };
 inline constexpr const char* kDownstreamErrorNames[] = {
     "bad_request", "header_too_large", "body_too_large", "timeout",
-    "invalid_json", "missing_model", "unknown_model", "no_route"};
+    "invalid_json", "missing_model", "unknown_model", "no_route", "bad_path", "untrusted_header"};
 
 enum class UpstreamError : std::uint8_t { ConnectFailure, Timeout, ProtocolError, Reset, Count };
 inline constexpr const char* kUpstreamErrorNames[] = {"connect_failure", "timeout", "protocol_error", "reset"};

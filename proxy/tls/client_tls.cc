@@ -51,9 +51,7 @@ struct ClientContext::Callbacks {
     auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     const ClientContext* self = owner(ssl);
     if (self == nullptr || self->spiffe_ids_.empty()) return 1;
-    if (spiffeIdAllowed(spiffeIdOf(X509_STORE_CTX_get_current_cert(store)), self->spiffe_ids_)) return 1;
-    X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
-    return 0;
+    return verifyLeafIdentity(store, self->spiffe_ids_);
   }
 };
 
@@ -70,6 +68,7 @@ std::shared_ptr<const ClientContext> ClientContext::build(const config::Upstream
   }
   SSL_CTX_set_ex_data(ctx, contextIndex(), self.get());
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_cipher_list(ctx, config::kDefaultCipherSuites);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_load_verify_locations(ctx, config.ca_file.c_str(), nullptr) != 1) {
     error = config.ca_file + ": cannot load the CA bundle: " + opensslError();

@@ -37,26 +37,36 @@ bool nameMatches(const std::string& pattern, std::string_view host) {
 
 }  // namespace
 
-std::string spiffeIdOf(X509* cert) {
-  std::string id;
+CertIdentity spiffeIdOf(X509* cert) {
+  CertIdentity out;
   auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  if (names == nullptr) return id;
-  for (int i = 0; i < sk_GENERAL_NAME_num(names) && id.empty(); ++i) {
+  if (names == nullptr) return out;
+  int uris = 0;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-    if (n->type != GEN_URI) continue;
+    if (n->type != GEN_URI || ++uris > 1) continue;
     const auto* uri = n->d.uniformResourceIdentifier;
-    std::string value(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                      static_cast<std::size_t>(ASN1_STRING_length(uri)));
-    if (value.starts_with("spiffe://")) id = std::move(value);
+    out.spiffe_id.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                         static_cast<std::size_t>(ASN1_STRING_length(uri)));
   }
   GENERAL_NAMES_free(names);
-  return id;
+  if (uris > 1) out.error = "more than one URI SAN";
+  else if (uris == 1) out.error = spiffeIdError(out.spiffe_id);
+  if (!out.error.empty()) out.spiffe_id.clear();
+  return out;
 }
 
-bool spiffeIdAllowed(const std::string& id, const std::vector<std::string>& allowed) {
-  for (const auto& a : allowed)
-    if (a.ends_with('/') ? id.starts_with(a) : id == a) return true;
-  return false;
+// The verify callbacks' shared last step for the leaf: a malformed identity
+// is refused whatever the allow list; with a list, the ID must be on it.
+int verifyLeafIdentity(X509_STORE_CTX* store, const std::vector<std::string>& allowed) {
+  const CertIdentity who = spiffeIdOf(X509_STORE_CTX_get_current_cert(store));
+  if (!who.error.empty()) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_UNSUPPORTED_NAME_SYNTAX);
+    return 0;
+  }
+  if (allowed.empty() || (!who.spiffe_id.empty() && spiffeIdAllowed(who.spiffe_id, allowed))) return 1;
+  X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+  return 0;
 }
 
 struct Callbacks {
@@ -90,15 +100,14 @@ struct Callbacks {
     return SSL_TLSEXT_ERR_OK;
   }
 
-  // After the chain checks: the leaf's SPIFFE ID must be allowed.
+  // After the chain checks: the leaf's identity must be well formed and,
+  // with an allow list, allowed.
   static int verify(int preverify_ok, X509_STORE_CTX* store) {
     if (!preverify_ok || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
     auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     const ServerContexts* self = owner(ssl);
-    if (self == nullptr || self->allowed_spiffe_ids_.empty()) return 1;
-    if (spiffeIdAllowed(spiffeIdOf(X509_STORE_CTX_get_current_cert(store)), self->allowed_spiffe_ids_)) return 1;
-    X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
-    return 0;
+    if (self == nullptr) return 1;
+    return verifyLeafIdentity(store, self->allowed_spiffe_ids_);
   }
 };
 
@@ -120,6 +129,11 @@ std::shared_ptr<const ServerContexts> ServerContexts::build(const config::Listen
     SSL_CTX_set_ex_data(ctx, contextsIndex(), self.get());
     SSL_CTX_set_min_proto_version(ctx, config.tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    const std::string& suites = config.cipher_suites;
+    if (SSL_CTX_set_cipher_list(ctx, suites.empty() ? config::kDefaultCipherSuites : suites.c_str()) != 1) {
+      error = "tls.cipherSuites: no usable TLS 1.2 cipher suite in \"" + suites + "\": " + opensslError();
+      return nullptr;
+    }
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert_file.c_str()) != 1) {
       error = cert.cert_file + ": cannot load the certificate chain: " + opensslError();
@@ -170,7 +184,7 @@ std::string negotiatedProtocol(SSL* ssl) {
 std::string peerSpiffeId(SSL* ssl) {
   X509* cert = SSL_get1_peer_certificate(ssl);
   if (cert == nullptr) return {};
-  std::string id = spiffeIdOf(cert);
+  std::string id = spiffeIdOf(cert).spiffe_id;
   X509_free(cert);
   return id;
 }
@@ -192,6 +206,8 @@ HandshakeResult classifyFailure(SSL* ssl, unsigned long error) {
       return HandshakeResult::UnknownCa;
     case X509_V_ERR_APPLICATION_VERIFICATION:
       return HandshakeResult::SpiffeIdNotAllowed;
+    case X509_V_ERR_UNSUPPORTED_NAME_SYNTAX:
+      return HandshakeResult::InvalidSpiffeId;
     default:
       return HandshakeResult::BadCertificate;
   }

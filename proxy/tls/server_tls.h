@@ -21,11 +21,12 @@ enum class HandshakeResult : std::uint8_t {
   UnknownCa,          // does not chain to the trust bundle
   BadCertificate,     // any other verification failure
   SpiffeIdNotAllowed, // valid, but its SPIFFE ID is not allowed here
+  InvalidSpiffeId,    // its URI SANs are not exactly one valid SPIFFE ID
   Error,              // protocol error, timeout, client went away
   Count
 };
 inline constexpr const char* kHandshakeResultNames[] = {
-    "ok", "no_certificate", "expired", "unknown_ca", "bad_certificate", "spiffe_id_not_allowed", "error"};
+    "ok", "no_certificate", "expired", "unknown_ca", "bad_certificate", "spiffe_id_not_allowed", "invalid_spiffe_id", "error"};
 
 // One listener's TLS contexts as loaded at one moment: the default and the
 // SNI alternatives, all with the same protocol, ALPN and client-verification

@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 
 class RoutingTest : public ProxyTest {
  protected:
+  // Lets every client send the routing preferences these tests use.
+  static constexpr const char* kClientPreferences = "  clientHeaders: [x-infermesh-capability, x-infermesh-regions]\n";
   // A route taking requests that carry `x-case: <name>`.
   static std::string caseRoute(const std::string& name, const std::string& spec_fields) {
     return doc("Route", name, "{order: 10, match: {headers: [{name: x-case, value: " + name + "}]}" +
@@ -35,7 +37,7 @@ class RoutingTest : public ProxyTest {
 };
 
 TEST_F(RoutingTest, AutoPicksTheCapableModelByObjectiveAndSaysWhich) {
-  startProxy(baseConfig() +
+  startProxy(baseConfig(kClientPreferences) +
              doc("Model", "premium",
                  "{capabilities: [chat, code], pricing: {inputPer1kTokens: 0.01, outputPer1kTokens: 0.03}, "
                  "upstreamModel: chat-model, endpoints: [" + endpoint(fast_a) + "]}") +
@@ -302,7 +304,7 @@ TEST_F(RoutingTest, ScaleFromZeroHoldsRequestsUntilAnEndpointIsHealthy) {
 }
 
 TEST_F(RoutingTest, ResidencyIsNeverSpilledOver) {
-  startProxy(baseConfig() +
+  startProxy(baseConfig(kClientPreferences) +
              doc("Model", "global", "{upstreamModel: chat-model, endpoints: [" + endpoint(fast_a, "region: eu-west") +
                                         ", " + endpoint(fast_b, "region: us-east") + "]}") +
              caseRoute("eu-only", "model: global, residency: [eu-west]") + caseRoute("anywhere", "model: global"));

@@ -94,6 +94,43 @@ TEST_F(TlsTest, MutualTlsVerifiesClientsAndPassesTheSpiffeIdOn) {
   EXPECT_EQ(metric("infermesh_tls_handshakes_total", "result=\"spiffe_id_not_allowed\""), 1);
 }
 
+TEST_F(TlsTest, OnlyOneWellFormedSpiffeIdIsAnIdentity) {
+  // Each is signed by the trusted CA, so only the identity check can refuse it.
+  makeCert(pki, "ca", {"two-ids", "two", {}, {}, {kAppId, "spiffe://mesh.test/ns/admin/sa/root"}});
+  makeCert(pki, "ca", {"dots", "dots", {}, {}, {"spiffe://mesh.test/ns/default/../admin/sa/x"}});
+  makeCert(pki, "ca", {"crlf", "crlf", {}, {}, {std::string(kAppId) + "\r\nx-injected: 1"}});
+  makeCert(pki, "ca", {"xfcc", "xfcc", {}, {}, {std::string(kAppId) + ";By=spiffe://mesh.test/ns/admin,URI=spiffe://mesh.test/ns/admin"}});
+  makeCert(pki, "ca", {"not-spiffe", "web", {}, {}, {"https://mesh.test/app"}});
+  // The allowed prefix covers whole segments below it only.
+  startProxy(baseConfig(tlsListener("    clientCaFile: " + pki + "/ca.crt\n    allowedSpiffeIds: ['spiffe://mesh.test/ns/default/']\n")));
+  for (const char* who : {"two-ids", "dots", "crlf", "xfcc", "not-spiffe"}) {
+    auto r = run(curl(client(who) + "-o /dev/null -w '%{http_code}' ") + "/mock/echo 2>&1");
+    EXPECT_NE(r.status, 0) << who << ": " << r.out;
+  }
+  EXPECT_EQ(metricReaching("infermesh_tls_handshakes_total", "result=\"invalid_spiffe_id\"", 5), 5);
+  // A well-formed ID under the prefix passes, and reaches the backend as one XFCC element.
+  auto r = run(curl(client("client")) + "/mock/echo");
+  EXPECT_NE(r.out.find(std::string("\"x-forwarded-client-cert\":\"URI=") + kAppId + "\""), std::string::npos) << r.out;
+}
+
+TEST_F(TlsTest, Tls12OffersForwardSecrecyOnlyUnlessConfigured) {
+  makeCert(pki, "ca", {"rsa-server", "localhost", {"localhost"}, {"127.0.0.1"}, {}, -1, 30, true});
+  const std::string rsa_listener = "  tls:\n    certificates: [{certFile: " + pki + "/rsa-server.crt, keyFile: " + pki +
+                                   "/rsa-server.key}]\n";
+  auto attempt = [&](const std::string& cipher) {
+    return run(curl("--tlsv1.2 --tls-max 1.2 --ciphers " + cipher + " -o /dev/null -w '%{http_code}' " + curlChatBody()) +
+               "/v1/chat/completions 2>/dev/null").out;
+  };
+  startProxy(baseConfig(rsa_listener));
+  EXPECT_EQ(attempt("ECDHE-RSA-AES128-GCM-SHA256"), "200");
+  EXPECT_EQ(attempt("ECDHE-RSA-CHACHA20-POLY1305"), "200");
+  for (const char* weak : {"AES128-GCM-SHA256", "AES256-SHA256", "DHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA"})
+    EXPECT_NE(attempt(weak), "200") << weak;
+  // An operator who must serve an old client can say so.
+  startProxy(baseConfig(rsa_listener + "    cipherSuites: 'ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256'\n"));
+  EXPECT_EQ(attempt("AES128-GCM-SHA256"), "200");
+}
+
 TEST_F(TlsTest, RotatedCertificatesArePickedUpWithoutLosingRequests) {
   startProxy(baseConfig(tlsListener("")));
   auto serial = [&] {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tests/integration/proxy_fixture.h"
+#include "tests/support/recording_upstream.h"
 
 namespace infermesh::testing {
 namespace {
@@ -85,19 +86,7 @@ class RawServer {
     connections_.clear();
   }
 
-  // Appends what arrives to `buf`; false on close, error or stop.
-  bool readMore(int fd, std::string& buf) {
-    while (!stop_) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      char chunk[16384];
-      const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-      if (n <= 0) return false;
-      buf.append(chunk, static_cast<std::size_t>(n));
-      return true;
-    }
-    return false;
-  }
+  bool readMore(int fd, std::string& buf) { return infermesh::testing::readMore(fd, buf, stop_); }
 
   std::atomic<bool> stop_{false};
 

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
 #include <cstdio>
@@ -10,7 +11,7 @@
 namespace infermesh::testing {
 namespace {
 
-EVP_PKEY* newKey() { return EVP_EC_gen("P-256"); }
+EVP_PKEY* newKey(bool rsa = false) { return rsa ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256"); }
 
 void writePem(const std::string& path, X509* cert) {
   FILE* f = std::fopen(path.c_str(), "w");
@@ -83,17 +84,28 @@ void makeCa(const std::string& dir, const std::string& name) {
 void makeCert(const std::string& dir, const std::string& ca, const CertSpec& spec) {
   X509* ca_cert = readCert(dir + "/" + ca + ".crt");
   EVP_PKEY* ca_key = readKey(dir + "/" + ca + ".key");
-  EVP_PKEY* key = newKey();
+  EVP_PKEY* key = newKey(spec.rsa);
   X509* cert = newCert(key, spec.common_name, spec.valid_from_days, spec.valid_until_days);
   X509_set_issuer_name(cert, X509_get_subject_name(ca_cert));
-  std::string san;
-  auto add = [&](const char* kind, const std::vector<std::string>& v) {
-    for (const auto& x : v) san += (san.empty() ? "" : ",") + std::string(kind) + ":" + x;
+  // Built entry by entry rather than from a config string, so that a test
+  // can put any bytes (commas, CRLF) into a URI SAN.
+  GENERAL_NAMES* names = sk_GENERAL_NAME_new_null();
+  auto add = [&](int type, const std::string& value) {
+    GENERAL_NAME* n = GENERAL_NAME_new();
+    if (type == GEN_IPADD) {
+      GENERAL_NAME_set0_value(n, type, a2i_IPADDRESS(value.c_str()));
+    } else {
+      ASN1_IA5STRING* text = ASN1_IA5STRING_new();
+      ASN1_STRING_set(text, value.data(), static_cast<int>(value.size()));
+      GENERAL_NAME_set0_value(n, type, text);
+    }
+    sk_GENERAL_NAME_push(names, n);
   };
-  add("DNS", spec.dns);
-  add("IP", spec.ips);
-  add("URI", spec.uris);
-  if (!san.empty()) addExt(cert, ca_cert, NID_subject_alt_name, san);
+  for (const auto& d : spec.dns) add(GEN_DNS, d);
+  for (const auto& ip : spec.ips) add(GEN_IPADD, ip);
+  for (const auto& uri : spec.uris) add(GEN_URI, uri);
+  if (sk_GENERAL_NAME_num(names) > 0) X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT);
+  GENERAL_NAMES_free(names);
   addExt(cert, ca_cert, NID_basic_constraints, "critical,CA:FALSE");
   addExt(cert, ca_cert, NID_ext_key_usage, "serverAuth,clientAuth");
   addExt(cert, ca_cert, NID_authority_key_identifier, "keyid");

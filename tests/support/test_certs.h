@@ -15,6 +15,7 @@ struct CertSpec {
   std::vector<std::string> uris; // subjectAltName URIs (SPIFFE IDs)
   long valid_from_days = -1;     // relative to now
   long valid_until_days = 30;
+  bool rsa = false;              // an RSA-2048 key instead of EC P-256
 };
 
 // A self-signed CA: <name>.crt and <name>.key.

@@ -167,6 +167,37 @@ TEST_F(LoaderTest, SemanticErrors) {
   EXPECT_NE(e.message.find("invalid port"), std::string::npos);
 }
 
+TEST_F(LoaderTest, ListenerTrustAndPathOptions) {
+  const std::string head =
+      "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  address: 127.0.0.1:0\n"
+      "  filters: [{name: router}]\n";
+  auto r = load(head + "  pathNormalization: {mergeSlashes: false, escapedSlashes: decode}\n"
+                       "  trustedPeers: {sources: [10.0.0.0/8, '::1']}\n"
+                       "  clientHeaders: [X-Infermesh-Capability]\n" + kModel);
+  ASSERT_TRUE(r.snapshot) << joinErrors(r.errors);
+  const auto& l = r.snapshot->listeners[0];
+  EXPECT_FALSE(l.path_normalization.merge_slashes);
+  EXPECT_EQ(l.path_normalization.escaped_slashes, common::EscapedSlashes::Decode);
+  EXPECT_EQ(l.trusted_sources.size(), 2u);
+  EXPECT_EQ(l.client_headers, std::vector<std::string>{"x-infermesh-capability"});
+
+  auto e = onlyError(head + "  pathNormalization: {escapedSlashes: unescape}\n" + kModel);
+  EXPECT_EQ(e.field, "spec.pathNormalization.escapedSlashes");
+  e = onlyError(head + "  trustedPeers: {sources: [10.0.0.0/33]}\n" + kModel);
+  EXPECT_EQ(e.field, "spec.trustedPeers.sources[0]");
+  e = onlyError(head + "  clientHeaders: [x-infermesh-shadow]\n" + kModel);
+  EXPECT_EQ(e.field, "spec.clientHeaders[0]");
+  // SPIFFE IDs need mTLS to be seen, and must be well formed.
+  e = onlyError(head + "  trustedPeers: {spiffeIds: ['spiffe://td/ns/mesh/']}\n" + kModel);
+  EXPECT_EQ(e.field, "spec.trustedPeers.spiffeIds");
+  e = onlyError(std::string(kListener) +
+                "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: m}\nspec:\n"
+                "  endpoints: [{address: '127.0.0.1:1'}]\n"
+                "  upstreamTls: {caFile: /ca.pem, spiffeIds: ['spiffe://td/ns/../admin']}\n");
+  EXPECT_EQ(e.field, "spec.upstreamTls.spiffeIds[0]");
+  EXPECT_NE(e.message.find(".."), std::string::npos) << e.message;
+}
+
 TEST_F(LoaderTest, EveryErrorIsReportedNotOnlyTheFirst) {
   auto r = load(
       "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  adress: x\n  protcol: y\n");
