@@ -52,6 +52,21 @@ NormalizedTarget normalizeTarget(std::string_view target, const PathNormalizatio
     out.target = "*";
     return out;
   }
+  // The common case, a clean origin-form target, costs one scan and no copy.
+  if (!target.empty() && target[0] == '/') {
+    bool clean = true;
+    bool in_query = false;
+    for (std::size_t i = 0; i < target.size() && clean; ++i) {
+      const auto c = static_cast<unsigned char>(target[i]);
+      in_query = in_query || c == '?';
+      clean = !refusedRaw(c) && (in_query || (c != '%' && !(c == '/' && i + 1 < target.size() &&
+                                                             (target[i + 1] == '/' || target[i + 1] == '.'))));
+    }
+    if (clean) {
+      out.unchanged = true;
+      return out;
+    }
+  }
   std::string_view rest = target;
   for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
     if (!startsWithIgnoreCase(rest, scheme)) continue;

@@ -15,6 +15,7 @@ struct PathNormalization {
 };
 
 struct NormalizedTarget {
+  bool unchanged = false;  // the input is already normal; `target` is left empty
   std::string target;     // origin-form: normalised path, then "?query" as received
   std::string authority;  // host[:port] of an absolute-form target, else empty
   std::string error;      // why the target was refused; empty on success

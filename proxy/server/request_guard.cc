@@ -33,7 +33,7 @@ bool guardRequest(filter::StreamContext& ctx, stats::WorkerStats& stats) {
   // An absolute-form target names the host; RFC 9112 section 3.2.2 has it
   // replace Host.
   if (!normalized.authority.empty()) ctx.request.headers.set("host", std::move(normalized.authority));
-  if (normalized.target != ctx.request.target) ctx.request.target = std::move(normalized.target);
+  if (!normalized.unchanged) ctx.request.target = std::move(normalized.target);
 
   bool any_internal = false;
   for (const auto& field : ctx.request.headers.fields()) any_internal = any_internal || isInternal(field.first);

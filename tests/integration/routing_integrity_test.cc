@@ -195,10 +195,17 @@ TEST_F(RoutingIntegrityTest, TheBodyFormatComesFromTheModelNotTheClient) {
   const std::string body = R"({"model":"premium","messages":[]})";
   c.sendRaw("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/grpc\r\ncontent-length: " +
             std::to_string(body.size()) + "\r\n\r\n" + body);
+  // The client said gRPC, so it hears gRPC: INVALID_ARGUMENT in a trailers-only answer.
   auto r = c.read();
-  EXPECT_TRUE(r.status == 415 || r.headers["grpc-status"] == "3") << r.status << " " << r.body;
-  EXPECT_EQ(h2post("/v1/chat/completions", "-H 'content-type: application/grpc'").substr(0, 1), "2");
-  EXPECT_EQ(http1.received(), 0u);
+  EXPECT_EQ(r.headers["grpc-status"], "3") << r.status << " " << r.body;
+  EXPECT_NE(r.headers["grpc-message"].find("OpenAI-style JSON"), std::string::npos) << r.headers["grpc-message"];
+  const auto h2 = runCommand("curl -sS --max-time 10 --http2-prior-knowledge -o /dev/null -D - -H 'content-type: "
+                             "application/grpc' --data-binary '" + body + "' http://127.0.0.1:" + std::to_string(port) +
+                             "/v1/chat/completions").out;
+  EXPECT_NE(h2.find("grpc-status: 3"), std::string::npos) << h2;
+  // A gRPC call sent to a JSON model is refused the same way.
+  EXPECT_EQ(post("/inference.GRPCInferenceService/ModelInfer", {}, body).status, 415);
+  EXPECT_EQ(http1.received() + http2.received(), 0u);
 }
 
 TEST_F(RoutingIntegrityTest, AGrpcModelNameGivenTwiceReachesTheServerOnce) {

@@ -7,10 +7,13 @@ namespace {
 
 std::string norm(std::string_view target, PathNormalization o = {}) {
   auto n = normalizeTarget(target, o);
+  if (n.unchanged) return std::string(target);
   return n.error.empty() ? n.target : "ERROR: " + n.error;
 }
 
 TEST(PathNormalizer, LeavesCleanTargetsAlone) {
+  EXPECT_TRUE(normalizeTarget("/v1/chat/completions?x=%2F&y=/./", {}).unchanged);
+  EXPECT_FALSE(normalizeTarget("/v1/./chat", {}).unchanged);
   EXPECT_EQ(norm("/v1/chat/completions"), "/v1/chat/completions");
   EXPECT_EQ(norm("/v1/models?limit=10&x=%2F"), "/v1/models?limit=10&x=%2F");
   EXPECT_EQ(norm("/"), "/");
