@@ -11,7 +11,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <deque>
+#include <list>
+#include <mutex>
 #include <random>
+#include <unordered_map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,7 +45,9 @@ struct Options {
   double rate_reset = 0;    // streams cut mid-way by a connection reset
   int retry_after_s = 1;
   unsigned context_window = 0;   // prompt tokens; more gets 400 context_length_exceeded
-  unsigned max_concurrency = 0;  // generations at once; more wait in a queue
+  unsigned max_concurrency = 0;  // generations at once (batch slots); more wait in a FIFO queue
+  int prefill_us_per_token = 0;  // prefill time per prompt token not in the prefix cache
+  unsigned prefix_cache_blocks = 0;  // prefix cache size, in blocks of kBlockChars prompt characters
   int drop_after_head = 0;       // streams that send the head, then drop before the first event
 };
 
@@ -57,6 +63,61 @@ std::atomic<std::uint64_t> g_activations{0};
 std::atomic<std::uint64_t> g_shadow_requests{0};
 std::atomic<std::uint64_t> g_completed{0};  // model responses written to the end
 std::atomic<int> g_drops_left{0};           // of --drop-after-head
+std::atomic<std::uint64_t> g_prefill_tokens{0};  // prompt tokens prefilled
+std::atomic<std::uint64_t> g_cached_tokens{0};   // prompt tokens found in the prefix cache
+
+// A prefix cache like an engine's (vLLM's automatic prefix caching): the
+// prompt is cut into blocks; a block is identified by the hash of the whole
+// prompt up to its end, so only a shared prefix hits. LRU over blocks.
+constexpr std::size_t kBlockChars = 64;  // 16 tokens at ~4 characters per token
+class PrefixCache {
+ public:
+  // Prompt tokens whose prefill the cache saves; the prompt's blocks are
+  // cached (or refreshed) on the way.
+  int lookupAndInsert(std::string_view prompt, unsigned capacity) {
+    if (capacity == 0) return 0;
+    std::lock_guard lock(mutex_);
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    std::size_t hit_blocks = 0;
+    bool hitting = true;
+    for (std::size_t i = 0; i < prompt.size(); ++i) {
+      h = (h ^ static_cast<unsigned char>(prompt[i])) * 0x100000001b3ULL;
+      if ((i + 1) % kBlockChars != 0) continue;
+      if (auto it = where_.find(h); it != where_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        if (hitting) ++hit_blocks;
+      } else {
+        hitting = false;
+        lru_.push_front(h);
+        where_[h] = lru_.begin();
+        if (where_.size() > capacity) {
+          where_.erase(lru_.back());
+          lru_.pop_back();
+        }
+      }
+    }
+    return static_cast<int>(hit_blocks * kBlockChars / 4);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::list<std::uint64_t> lru_;
+  std::unordered_map<std::uint64_t, std::list<std::uint64_t>::iterator> where_;
+};
+PrefixCache g_prefix_cache;
+
+// Batch slots: --max-concurrency generations at once, the rest wait in
+// arrival order, like an engine's scheduler queue. A freed slot passes
+// straight to the oldest waiter. With one thread a waiter sleeps on a timer
+// the releaser cancels; with more, waiters poll (timers are not shared
+// across threads).
+struct SlotWaiter {
+  asio::steady_timer timer;
+  bool granted = false;
+  explicit SlotWaiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
+};
+std::mutex g_slot_mutex;
+std::deque<SlotWaiter*> g_slot_queue;
 
 // One of the first --drop-after-head streams.
 bool takeDrop() {
@@ -109,6 +170,7 @@ struct Request {
   int prompt_tokens = 0;
   int max_tokens = 0;
   int inputs = 1;  // embeddings
+  std::string prompt;  // message contents or prompt, concatenated (prefix cache key)
 };
 
 // Roughly 4 characters per token, like the usual estimate for English.
@@ -145,13 +207,17 @@ bool parseRequest(const std::string& body, Request& r, std::string& error) {
       if (!f.value.get_array().get(msgs))
         for (auto m : msgs) {
           std::string_view content;
-          if (!m["content"].get_string().get(content)) chars += content.size();
+          if (!m["content"].get_string().get(content)) {
+            chars += content.size();
+            r.prompt += content;
+          }
         }
     } else if (f.key == "prompt" || f.key == "input") {
       std::string_view s;
       simdjson::dom::array arr;
       if (!f.value.get_string().get(s)) {
         chars += s.size();
+        r.prompt += s;
       } else if (!f.value.get_array().get(arr)) {
         r.inputs = 0;
         for (auto item : arr) {
@@ -191,39 +257,79 @@ class Session {
     co_await t.async_wait(kTuple);
   }
 
-  // ORCA load report: requests queued behind the ones generating, and a
-  // KV-cache utilisation that grows with the generations in progress.
-  std::string commonHeaders() const {
-    const std::int64_t queued =
-        g_opt.max_concurrency ? g_waiting.load() : std::max<std::int64_t>(0, g_in_flight.load() - 1);
-    const double kv = std::min(1.0, static_cast<double>(g_generating.load()) /
+  // ORCA load report: requests generating (holding a batch slot), queued
+  // behind them, and a KV-cache utilisation that grows with the generations
+  // in progress. Without --max-concurrency, everything in flight runs.
+  static std::string loadReportText() {
+    const std::int64_t running = g_generating.load();
+    const std::int64_t waiting = g_opt.max_concurrency ? g_waiting.load() : 0;
+    const double kv = std::min(1.0, static_cast<double>(running) /
                                         static_cast<double>(g_opt.max_concurrency ? g_opt.max_concurrency : 16));
-    char report[128];
+    char report[160];
     std::snprintf(report, sizeof report,
-                  "endpoint-load-metrics: TEXT named_metrics.queue_depth=%lld, named_metrics.kv_cache_utilization=%.2f\r\n",
-                  static_cast<long long>(queued), kv);
-    return "x-mock-server: " + g_opt.name + "\r\n" + report;
+                  "TEXT named_metrics.num_requests_running=%lld, named_metrics.num_requests_waiting=%lld, "
+                  "named_metrics.kv_cache_utilization=%.2f",
+                  static_cast<long long>(running), static_cast<long long>(waiting), kv);
+    return report;
+  }
+  std::string commonHeaders() const {
+    return "x-mock-server: " + g_opt.name + "\r\nendpoint-load-metrics: " + loadReportText() + "\r\n";
   }
 
-  // A generation slot (with --max-concurrency): waits its turn like a model
-  // server's scheduler queue.
+  // A generation slot (with --max-concurrency): waits its turn in arrival
+  // order like a model server's scheduler queue.
   awaitable<void> takeSlot() {
     if (g_opt.max_concurrency == 0) {
       ++g_generating;
       co_return;
     }
-    ++g_waiting;
-    for (;;) {
-      auto cur = g_generating.load();
-      if (cur < static_cast<std::int64_t>(g_opt.max_concurrency) && g_generating.compare_exchange_weak(cur, cur + 1))
-        break;
-      co_await sleep(2);
+    SlotWaiter w(socket_.get_executor());
+    {
+      std::lock_guard lock(g_slot_mutex);
+      if (g_slot_queue.empty() && g_generating.load() < static_cast<std::int64_t>(g_opt.max_concurrency)) {
+        ++g_generating;
+        co_return;
+      }
+      g_slot_queue.push_back(&w);
+      ++g_waiting;
     }
-    --g_waiting;
+    for (;;) {
+      {
+        std::lock_guard lock(g_slot_mutex);
+        if (w.granted) break;
+      }
+      w.timer.expires_after(g_opt.threads == 1 ? std::chrono::milliseconds(60000) : std::chrono::milliseconds(1));
+      co_await w.timer.async_wait(kTuple);
+    }
   }
   struct Slot {
-    ~Slot() { --g_generating; }
+    ~Slot() {
+      if (g_opt.max_concurrency == 0) {
+        --g_generating;
+        return;
+      }
+      std::lock_guard lock(g_slot_mutex);
+      if (g_slot_queue.empty()) {
+        --g_generating;
+        return;
+      }
+      // The slot passes to the oldest waiter (g_generating unchanged).
+      SlotWaiter* next = g_slot_queue.front();
+      g_slot_queue.pop_front();
+      --g_waiting;
+      next->granted = true;
+      if (g_opt.threads == 1) next->timer.cancel();
+    }
   };
+
+  // Prefill: proportional to the prompt tokens the prefix cache lacks.
+  int prefillMs(const Request& r) {
+    if (g_opt.prefill_us_per_token <= 0) return 0;
+    const int cached = std::min(r.prompt_tokens, g_prefix_cache.lookupAndInsert(r.prompt, g_opt.prefix_cache_blocks));
+    g_cached_tokens += static_cast<std::uint64_t>(cached);
+    g_prefill_tokens += static_cast<std::uint64_t>(r.prompt_tokens - cached);
+    return (r.prompt_tokens - cached) * g_opt.prefill_us_per_token / 1000;
+  }
 
   awaitable<bool> writeFull(unsigned status, std::string_view content_type, const std::string& body,
                             std::string extra = {}) {
@@ -256,7 +362,7 @@ class Session {
     const std::string target(req.target());
     const bool keep = req.keep_alive();
     // "requests" counts model traffic, not probes and test controls.
-    if (!target.starts_with("/mock/") && target != "/health") ++g_requests;
+    if (!target.starts_with("/mock/") && target != "/health" && target != "/metrics/orca") ++g_requests;
     if (target == "/health")
       co_return co_await writeFull(g_health_down ? 503 : 200, "text/plain", g_health_down ? "down\n" : "ok\n") && keep;
     // Test controls: fail or pass /health from now on; count activation calls.
@@ -273,7 +379,9 @@ class Session {
                          ",\"requests\":" + std::to_string(g_requests.load()) +
                          ",\"activations\":" + std::to_string(g_activations.load()) +
                          ",\"shadow_requests\":" + std::to_string(g_shadow_requests.load()) +
-                         ",\"completed\":" + std::to_string(g_completed.load()) + "}";
+                         ",\"completed\":" + std::to_string(g_completed.load()) +
+                         ",\"prefill_tokens\":" + std::to_string(g_prefill_tokens.load()) +
+                         ",\"cached_tokens\":" + std::to_string(g_cached_tokens.load()) + "}";
       co_return co_await writeFull(200, "application/json", body) && keep;
     }
     if (target == "/mock/echo") {
@@ -294,6 +402,8 @@ class Session {
       body += "}}";
       co_return co_await writeFull(200, "application/json", body) && keep;
     }
+    // Out-of-band load report, for proxies that poll it (Model.loadReport).
+    if (target == "/metrics/orca") co_return co_await writeFull(200, "text/plain", loadReportText() + "\n") && keep;
     if (target == "/v1/models") {
       std::string body = "{\"object\":\"list\",\"data\":[";
       for (std::size_t i = 0; i < g_opt.models.size(); ++i) {
@@ -344,9 +454,10 @@ class Session {
 
     co_await takeSlot();
     Slot slot;
+    const int prefill_ms = prefillMs(r);
     const std::string id = "chatcmpl-mock" + std::to_string(g_created.fetch_add(1));
     if (embeddings) {
-      co_await sleep(g_opt.ttft_ms);
+      co_await sleep(g_opt.ttft_ms + prefill_ms);
       std::string body = "{\"object\":\"list\",\"data\":[";
       for (int i = 0; i < r.inputs; ++i) {
         if (i) body += ',';
@@ -363,7 +474,7 @@ class Session {
     const int n = r.max_tokens > 0 ? std::min(r.max_tokens, g_opt.chunks) : g_opt.chunks;
     constexpr int kWordCount = sizeof(kWords) / sizeof(kWords[0]);
     if (!r.stream) {
-      co_await sleep(g_opt.ttft_ms + g_opt.chunk_delay_ms * std::max(0, n - 1));
+      co_await sleep(g_opt.ttft_ms + prefill_ms + g_opt.chunk_delay_ms * std::max(0, n - 1));
       std::string text;
       for (int i = 0; i < n; ++i) text += kWords[i % kWordCount];
       std::string body = "{\"id\":\"" + id + "\",\"object\":\"" + (chat ? "chat.completion" : "text_completion") +
@@ -388,7 +499,7 @@ class Session {
     auto [hec, hn] = co_await asio::async_write(socket_, asio::buffer(head), kTuple);
     if (hec) co_return false;
     const bool reset = uniform() < g_opt.rate_reset;
-    co_await sleep(g_opt.ttft_ms);
+    co_await sleep(g_opt.ttft_ms + prefill_ms);
     if (takeDrop()) {
       // Like an engine that crashes while the prompt is processed: the
       // head went out, no token ever does.
@@ -457,9 +568,14 @@ void usage() {
                "       [--ttft-ms N] [--chunk-delay-ms N] [--chunks N]\n"
                "       [--error-429-rate R] [--error-500-rate R] [--reset-rate R] [--retry-after S]\n"
                "       [--context-window TOKENS] [--max-concurrency N] [--drop-after-head N]\n"
+               "       [--prefill-us-per-token US] [--prefix-cache-blocks N]\n"
                "Test controls: GET /mock/health/down and /mock/health/up flip /health; POST /mock/activate\n"
                "is counted (an activation webhook); /mock/stats reports counts.\n"
                "--drop-after-head N: the first N streams send their head, then drop the connection.\n"
+               "--max-concurrency N: N batch slots; more requests wait in arrival order. The time to\n"
+               "first token is --ttft-ms plus US per prompt token the prefix cache (N blocks of 64\n"
+               "characters, LRU) lacks. Load (running, waiting, KV cache) is reported in the\n"
+               "endpoint-load-metrics header of every answer and at GET /metrics/orca.\n"
                "Prints \"listening IP:PORT\" once ready. Rates are 0..1.\n");
 }
 
@@ -492,6 +608,8 @@ int main(int argc, char** argv) {
       else if (a == "--retry-after") g_opt.retry_after_s = std::stoi(v);
       else if (a == "--context-window") g_opt.context_window = static_cast<unsigned>(std::stoul(v));
       else if (a == "--max-concurrency") g_opt.max_concurrency = static_cast<unsigned>(std::stoul(v));
+      else if (a == "--prefill-us-per-token") g_opt.prefill_us_per_token = std::max(0, std::stoi(v));
+      else if (a == "--prefix-cache-blocks") g_opt.prefix_cache_blocks = static_cast<unsigned>(std::stoul(v));
       else if (a == "--drop-after-head") g_opt.drop_after_head = std::max(0, std::stoi(v));
       else {
         usage();

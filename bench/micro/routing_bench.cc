@@ -95,7 +95,7 @@ void BM_PickEndpoint(benchmark::State& state) {
     auto& h = states.get(100 + static_cast<std::uint64_t>(i));
     h.outstanding = i % 3;
     upstream::recordLatency(h, 0.05 * (i + 1), now);
-    h.reported_queue_depth = i;
+    h.reported_waiting = i;
     h.reported_at = now;
   }
   std::vector<bool> tried(8, false);

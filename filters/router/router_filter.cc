@@ -573,6 +573,9 @@ class RouterFilter final : public filter::StreamFilter {
       auto& state = worker.endpointStates().get(ep.key);  // a stable reference
       // Load is tracked only where there is a choice to make.
       if (balance) ++state.outstanding;
+      sent_outstanding_ = state.outstanding;
+      attempt_ttft_ = -1;
+      const auto attempt_start = Clock::now();
       upstream_status_ = 0;
       const bool h2 = model.upstream_h2 || (model.upstream_auto && state.alpn_h2);
       Outcome o = h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
@@ -589,7 +592,13 @@ class RouterFilter final : public filter::StreamFilter {
         --load.retries;
       }
       if (o == Outcome::SwitchToHttp2) o = co_await exchangeH2(ctx, model, ep);
-      if (balance) --state.outstanding;
+      if (balance) {
+        --state.outstanding;
+        // How long it held a batch slot: what load_aware's queue wait goes by.
+        if (o == Outcome::Done && attempt_ttft_ >= 0 && upstream_status_ < 400)
+          upstream::recordCompletion(state, std::chrono::duration<double>(Clock::now() - attempt_start).count(),
+                                     attempt_ttft_);
+      }
       if (attempt > 0) --worker.routeLoad(ctx.route->stats_id).retries;
       if (o == Outcome::Done && clientLeft(ctx)) co_return o;  // says nothing about the endpoint
       // A 429, a context-length error or our own connection limit say
@@ -1016,9 +1025,10 @@ class RouterFilter final : public filter::StreamFilter {
     const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
     upstream_status_ = source.status();
     auto& health = worker.endpointStates().get(ep.key);
-    if (auto report = source.header("endpoint-load-metrics"); !report.empty())
-      if (upstream::parseLoadReport(report, health.reported_queue_depth, health.reported_kv_utilization))
-        health.reported_at = Clock::now();
+    if (auto text = source.header("endpoint-load-metrics"); !text.empty()) {
+      upstream::LoadReport report;
+      if (upstream::parseLoadReport(text, report)) upstream::applyLoadReport(health, report, Clock::now());
+    }
     if (upstream_status_ == 429) coolDown(worker, ep, source.header("retry-after"));
 
     struct RelayBuffer {
@@ -1117,7 +1127,8 @@ class RouterFilter final : public filter::StreamFilter {
         // Time to first token: what EWMA balancing and "fastest" go by.
         const auto now = Clock::now();
         const double ttft = std::chrono::duration<double>(now - sent_at).count();
-        upstream::recordLatency(health, ttft, now);
+        upstream::recordFirstByte(health, ttft, sent_outstanding_, now);
+        attempt_ttft_ = ttft;
         upstream::recordLatency(worker.modelLatency(model.stats_id), ttft, now);
         got_first_byte = true;
       }
@@ -1149,6 +1160,8 @@ class RouterFilter final : public filter::StreamFilter {
   std::size_t length_at_ = 0;  // in head_: where content-length starts
   const config::FallbackConfig* next_fallback_ = nullptr;
   unsigned upstream_status_ = 0;
+  std::int64_t sent_outstanding_ = 1;  // the endpoint's requests in flight (ours) when this attempt went out
+  double attempt_ttft_ = -1;           // this attempt's time to first byte, seconds; -1: none yet
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point first_token_at_ = Clock::time_point::max();
   // Per model attempt.

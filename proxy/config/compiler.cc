@@ -178,6 +178,7 @@ class Compiler {
     }
     loadBalancer(m, mc.lb);
     healthCheck(m, mc.health_check);
+    loadReport(m, mc.load_report);
     circuitBreakers(m, mc.circuit_breakers);
     activation(m, mc.activation);
     if (spec.has_locality()) {
@@ -212,6 +213,9 @@ class Compiler {
       ec.zone = e.zone();
       ec.weight = e.weight() == 0 ? 1 : e.weight();
       ec.priority = e.priority();
+      ec.capacity = e.capacity();
+      if (ec.capacity > 1000000)
+        errors_.push_back(m.error("spec.endpoints[" + std::to_string(i) + "].capacity", "must be at most 1000000"));
       // An endpoint without a region is where its model is, if that is one place.
       if (ec.region.empty() && mc.regions.size() == 1) ec.region = mc.regions[0];
       HostPort hp;
@@ -289,6 +293,16 @@ class Compiler {
     if (hc.jitter.count() < 0) errors_.push_back(m.error("spec.healthCheck.jitter", "must be >= 0"));
     if (spec.healthy_threshold()) hc.healthy_threshold = spec.healthy_threshold();
     if (spec.unhealthy_threshold()) hc.unhealthy_threshold = spec.unhealthy_threshold();
+  }
+
+  void loadReport(const Resource<v1::Model>& m, LoadReportConfig& lr) {
+    if (!m.spec.has_load_report()) return;
+    const auto& spec = m.spec.load_report();
+    if (spec.path().empty() || spec.path()[0] != '/')
+      errors_.push_back(m.error("spec.loadReport.path", "is required and must start with /"));
+    lr.path = spec.path();
+    positive(m, spec.has_interval(), spec.interval(), lr.interval, "spec.loadReport.interval");
+    positive(m, spec.has_timeout(), spec.timeout(), lr.timeout, "spec.loadReport.timeout");
   }
 
   void circuitBreakers(const Resource<v1::Model>& m, CircuitBreakerConfig& cb) {

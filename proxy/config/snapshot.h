@@ -30,6 +30,7 @@ struct EndpointConfig {
   std::string zone;
   std::uint32_t weight = 1;
   std::uint32_t priority = 0;  // lower first, after zone and region
+  std::uint32_t capacity = 0;  // concurrent generations (batch slots); 0: learn it
 };
 
 enum class LbPolicy { LeastRequest, RoundRobin, Ewma, ConsistentHash, LoadAware };
@@ -40,6 +41,14 @@ struct LoadBalancerConfig {
   std::uint32_t hash_prompt_prefix_bytes = 256;
   double bounded_load_factor = 1.25;
   std::chrono::milliseconds load_report_half_life{1000};
+};
+
+// Out-of-band load reports (polled with the health checks).
+struct LoadReportConfig {
+  std::string path;  // empty: reports only ride on responses
+  std::chrono::milliseconds interval{1000};
+  std::chrono::milliseconds timeout{500};
+  bool enabled() const { return !path.empty(); }
 };
 
 struct HealthCheckConfig {
@@ -109,6 +118,7 @@ struct ModelConfig {
   LoadBalancerConfig lb;
   OutlierConfig outlier;
   HealthCheckConfig health_check;
+  LoadReportConfig load_report;
   CircuitBreakerConfig circuit_breakers;
   ActivationConfig activation;
   LocalityConfig locality;

@@ -518,7 +518,10 @@ struct Server::Impl {
         [this](std::uint64_t key, bool healthy) {
           for (auto& w : workers) w->post([w = w.get(), key, healthy] { w->endpointHealthChanged(key, healthy); });
         },
-        process);
+        process,
+        [this](std::uint64_t key, const upstream::LoadReport& report) {
+          for (auto& w : workers) w->post([w = w.get(), key, report] { w->endpointLoadReported(key, report); });
+        });
     upstream::SelfLocality self{options.region, options.zone};
     config::Labels node_labels;
     config::parseLabels(options.node_labels, node_labels);

@@ -98,6 +98,11 @@ class Worker {
   // An active health check changed an endpoint's state (posted by the
   // health checker): models it serves that were cold release their queue.
   void endpointHealthChanged(std::uint64_t endpoint_key, bool healthy);
+  // A polled load report (posted by the health checker), taken against
+  // this worker's own requests in flight at the time it arrives.
+  void endpointLoadReported(std::uint64_t endpoint_key, const upstream::LoadReport& report) {
+    upstream::applyLoadReport(endpoint_states_.get(endpoint_key), report, upstream::Clock::now());
+  }
 
   // Connection tracking for graceful drain.
   void track(DownstreamConnection* c) { connections_.insert(c); }

@@ -146,6 +146,11 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   addValue(checks, static_cast<double>(process_.health_checks_passed.load()), {{"result", "passed"}});
   addValue(checks, static_cast<double>(process_.health_checks_failed.load()), {{"result", "failed"}});
   out.push_back(std::move(checks));
+  auto polls = family("infermesh_load_reports_polled_total",
+                      "Out-of-band load report polls (Model.loadReport) by result.", MetricType::Counter);
+  addValue(polls, static_cast<double>(process_.load_reports_polled.load()), {{"result", "ok"}});
+  addValue(polls, static_cast<double>(process_.load_report_failures.load()), {{"result", "failed"}});
+  out.push_back(std::move(polls));
   simple("infermesh_endpoints_unhealthy", "Endpoints failing their active health check.", MetricType::Gauge,
          static_cast<double>(process_.endpoints_unhealthy.load()));
   auto activations = family("infermesh_activations_total", "Scale-from-zero webhook calls by result.",

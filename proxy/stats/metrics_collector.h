@@ -23,6 +23,9 @@ struct ProcessStats {
   std::atomic<std::uint64_t> health_checks_passed{0};
   std::atomic<std::uint64_t> health_checks_failed{0};
   std::atomic<std::int64_t> endpoints_unhealthy{0};
+  // Out-of-band load reports (Model.loadReport), polled on the same thread.
+  std::atomic<std::uint64_t> load_reports_polled{0};
+  std::atomic<std::uint64_t> load_report_failures{0};
   std::atomic<std::uint64_t> activations{0};
   std::atomic<std::uint64_t> activation_failures{0};
   std::atomic<std::uint64_t> tls_reloads_ok{0};

@@ -34,10 +34,11 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // One short HTTP/1.1 exchange on a fresh connection (TLS when `tls` is
 // set, as the model's traffic uses), bounded by `timeout` overall. Returns
-// the status, or 0 when there was no valid response.
+// the status, or 0 when there was no valid response. With `load`, the
+// response's load report (header, then body) is parsed into it.
 awaitable<unsigned> requestOnce(const std::string& ip, std::uint16_t port, std::string request,
                                 std::chrono::milliseconds timeout, const tls::ClientContext* tls = nullptr,
-                                const config::EndpointConfig* endpoint = nullptr) {
+                                const config::EndpointConfig* endpoint = nullptr, LoadReport* load = nullptr) {
   proxy::UpstreamStream stream(beast::tcp_stream(co_await asio::this_coro::executor));
   boost::system::error_code ec;
   const asio::ip::tcp::endpoint ep(asio::ip::make_address(ip, ec), port);
@@ -59,6 +60,18 @@ awaitable<unsigned> requestOnce(const std::string& ip, std::uint16_t port, std::
   parser.body_limit(64 * 1024);
   auto [rec, rn] = co_await http::async_read(stream, buffer, parser, kTuple);
   if (rec) co_return 0;
+  if (load != nullptr) {
+    const auto& res = parser.get();
+    if (auto it = res.find("endpoint-load-metrics"); it != res.end()) parseLoadReport(it->value(), *load);
+    // The body's fields win: a metrics page is the fuller report.
+    LoadReport body;
+    if (parseLoadReport(res.body(), body)) {
+      if (body.running >= 0) load->running = body.running;
+      if (body.waiting >= 0) load->waiting = body.waiting;
+      if (body.kv_utilization >= 0) load->kv_utilization = body.kv_utilization;
+      if (body.capacity >= 0) load->capacity = body.capacity;
+    }
+  }
   co_return parser.get().result_int();
 }
 
@@ -77,20 +90,35 @@ struct Probe {
   explicit Probe(asio::io_context& io) : timer(io) {}
 };
 
+// One endpoint's out-of-band load report loop.
+struct LoadPoll {
+  std::string ip;
+  std::uint16_t port = 0;
+  std::string address;
+  config::EndpointConfig endpoint;
+  std::shared_ptr<const tls::ClientContext> tls;
+  config::LoadReportConfig config;
+  bool stopped = false;
+  asio::steady_timer timer;
+  explicit LoadPoll(asio::io_context& io) : timer(io) {}
+};
+
 }  // namespace
 
 struct HealthChecker::Impl {
   Publish publish;
+  PublishLoad publish_load;
   stats::ProcessStats& stats;
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   std::thread thread;
   std::mt19937_64 rng{std::random_device{}()};
   std::unordered_map<std::uint64_t, std::shared_ptr<Probe>> probes;  // by endpoint key
+  std::unordered_map<std::uint64_t, std::shared_ptr<LoadPoll>> polls;  // by endpoint key
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> activating;  // by model name
   std::shared_ptr<const config::Snapshot> snapshot;
 
-  Impl(Publish p, stats::ProcessStats& s) : publish(std::move(p)), stats(s) {}
+  Impl(Publish p, stats::ProcessStats& s, PublishLoad l) : publish(std::move(p)), publish_load(std::move(l)), stats(s) {}
 
   void apply(std::shared_ptr<const config::Snapshot> snap) {
     snapshot = std::move(snap);
@@ -133,6 +161,69 @@ struct HealthChecker::Impl {
       p->check = *what.check;
       p->tls = what.tls;
       asio::co_spawn(io, run(key, p), asio::detached);
+    }
+    applyLoadReports();
+  }
+
+  // Starts, retunes and stops the load report loops (an endpoint shared by
+  // several models is polled once, by the first model's settings).
+  void applyLoadReports() {
+    struct Wanted {
+      const config::EndpointConfig* endpoint;
+      const config::LoadReportConfig* config;
+      std::shared_ptr<const tls::ClientContext> tls;
+    };
+    std::unordered_map<std::uint64_t, Wanted> want;
+    if (publish_load)
+      for (const auto& m : snapshot->models)
+        if (m.load_report.enabled())
+          for (const auto& ep : m.endpoints)
+            want.emplace(ep.key, Wanted{&ep, &m.load_report,
+                                        m.index < snapshot->upstream_tls.size() ? snapshot->upstream_tls[m.index] : nullptr});
+    for (auto it = polls.begin(); it != polls.end();) {
+      if (want.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      it->second->stopped = true;
+      it->second->timer.cancel();
+      it = polls.erase(it);
+    }
+    for (const auto& [key, what] : want) {
+      auto& p = polls[key];
+      if (p) {
+        p->config = *what.config;
+        p->tls = what.tls;
+        continue;
+      }
+      p = std::make_shared<LoadPoll>(io);
+      p->ip = what.endpoint->ip;
+      p->port = what.endpoint->port;
+      p->address = what.endpoint->address;
+      p->endpoint = *what.endpoint;
+      p->config = *what.config;
+      p->tls = what.tls;
+      asio::co_spawn(io, poll(key, p), asio::detached);
+    }
+  }
+
+  awaitable<void> poll(std::uint64_t key, std::shared_ptr<LoadPoll> p) {
+    while (!p->stopped) {
+      const std::string request = "GET " + p->config.path + " HTTP/1.1\r\nhost: " + p->address +
+                                  "\r\nuser-agent: infermesh-load-report\r\nconnection: close\r\n\r\n";
+      LoadReport report;
+      const unsigned status =
+          co_await requestOnce(p->ip, p->port, request, p->config.timeout, p->tls.get(), &p->endpoint, &report);
+      if (p->stopped) co_return;
+      // A failed poll says nothing about load: the last report ages instead.
+      if (status >= 200 && status < 300 && report.any()) {
+        ++stats.load_reports_polled;
+        publish_load(key, report);
+      } else {
+        ++stats.load_report_failures;
+      }
+      p->timer.expires_after(p->config.interval);
+      co_await p->timer.async_wait(kTuple);
     }
   }
 
@@ -207,8 +298,8 @@ struct HealthChecker::Impl {
   }
 };
 
-HealthChecker::HealthChecker(Publish publish, stats::ProcessStats& stats)
-    : impl_(std::make_shared<Impl>(std::move(publish), stats)) {}
+HealthChecker::HealthChecker(Publish publish, stats::ProcessStats& stats, PublishLoad publish_load)
+    : impl_(std::make_shared<Impl>(std::move(publish), stats, std::move(publish_load))) {}
 
 HealthChecker::~HealthChecker() { stop(); }
 

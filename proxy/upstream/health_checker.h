@@ -6,6 +6,7 @@
 #include <string>
 
 #include "proxy/config/snapshot.h"
+#include "proxy/upstream/load_balancer.h"
 
 namespace infermesh::stats {
 struct ProcessStats;
@@ -13,15 +14,17 @@ struct ProcessStats;
 
 namespace infermesh::upstream {
 
-// Active health checks and scale-from-zero activation, on a thread of its
-// own: one probe loop per endpoint that some model checks, whatever the
-// worker count. State changes are handed to `publish`, which forwards them
-// to every worker. Endpoints are keyed by EndpointConfig::key, so a reload
+// Active health checks, out-of-band load reports and scale-from-zero
+// activation, on a thread of its own: one probe loop per endpoint that some
+// model checks and one poll loop per endpoint whose model has a loadReport,
+// whatever the worker count. State changes are handed to `publish` and load
+// reports to `publish_load`, which forward them to every worker. Endpoints are keyed by EndpointConfig::key, so a reload
 // keeps their state and their loops.
 class HealthChecker {
  public:
   using Publish = std::function<void(std::uint64_t endpoint_key, bool healthy)>;
-  HealthChecker(Publish publish, stats::ProcessStats& stats);
+  using PublishLoad = std::function<void(std::uint64_t endpoint_key, const LoadReport& report)>;
+  HealthChecker(Publish publish, stats::ProcessStats& stats, PublishLoad publish_load = {});
   ~HealthChecker();
 
   void start();

@@ -10,10 +10,22 @@ namespace infermesh::upstream {
 namespace {
 
 constexpr std::uint64_t kNoTier = std::numeric_limits<std::uint64_t>::max();
-// A full KV cache costs about as much as this many queued requests: the
-// server must preempt or wait before it can start another sequence.
-constexpr double kKvCacheWeight = 4.0;
 constexpr double kEwmaHalfLifeSeconds = 10.0;
+// A KV cache this full admits no new sequence: the endpoint counts as
+// having every slot busy.
+constexpr double kKvCacheFull = 0.95;
+// Before a slot time is measured: a short generation.
+constexpr double kDefaultSlotSeconds = 0.05;
+// A first byte this much slower than the unqueued base waited in a queue.
+constexpr double kQueuedFactor = 3.0;
+constexpr double kQueuedMarginSeconds = 0.02;
+// Load reports newer than this are the endpoint's word on its capacity;
+// older ones leave learning to observed queueing.
+constexpr auto kReportsTrusted = std::chrono::seconds(10);
+// load_aware compares every eligible endpoint up to this many, else two
+// random ones: with three endpoints, two random candidates miss the best
+// one a third of the time.
+constexpr std::size_t kFullScanLimit = 16;
 
 std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser
   x ^= x >> 30;
@@ -52,40 +64,151 @@ void recordLatency(EndpointHealth& h, double seconds, Clock::time_point now) {
     h.ewma_seconds = seconds;
   } else {
     // Faster samples pull it down gradually, weighted by the time since the
-    // last one (a sample after a quiet spell counts for more).
+    // last one (a sample after a quiet spell counts for more), but never by
+    // more than kMaxFastSampleWeight: the decay already retries a slow
+    // endpoint, and one lucky answer must not make it look fast.
     const double dt = std::chrono::duration<double>(now - h.ewma_at).count();
-    const double alpha = std::clamp(1.0 - std::exp(-std::max(dt, 0.0) / 1.0), 0.1, 1.0);
+    const double alpha = std::clamp(1.0 - std::exp(-std::max(dt, 0.0) / 1.0), 0.1, kMaxFastSampleWeight);
     h.ewma_seconds = current + alpha * (seconds - current);
   }
   h.ewma_at = now;
 }
 
-bool parseLoadReport(std::string_view header, double& queue_depth, double& kv_utilization) {
-  std::string_view v = header;
+void recordFirstByte(EndpointHealth& h, double seconds, std::int64_t outstanding_at_send, Clock::time_point now) {
+  recordLatency(h, seconds, now);
+  const double base = h.base_ttft_seconds;
+  if (base == 0) {
+    h.base_ttft_seconds = seconds;
+  } else {
+    // A low quantile: faster samples count six times as much as slower ones.
+    h.base_ttft_seconds += (seconds < base ? 0.3 : 0.05) * (seconds - base);
+  }
+  const bool reports = h.reported_at != Clock::time_point{} && now - h.reported_at < kReportsTrusted;
+  if (reports || base == 0 || outstanding_at_send < 1) return;
+  const double k = static_cast<double>(outstanding_at_send);
+  if (seconds > kQueuedFactor * base + kQueuedMarginSeconds) {
+    // Queued with k in flight: fewer than k slots.
+    if (k >= 2 && (h.learned_capacity == 0 || k - 1 < h.learned_capacity)) h.learned_capacity = k - 1;
+  } else if (seconds <= 1.5 * base + 0.005 && k > h.learned_capacity) {
+    h.learned_capacity = k;  // served at once with k in flight
+  }
+}
+
+void recordCompletion(EndpointHealth& h, double total, double ttft) {
+  const double queued = std::max(0.0, ttft - h.base_ttft_seconds);
+  const double sample = std::max(total - queued, 1e-4);
+  h.slot_seconds = h.slot_seconds == 0 ? sample : h.slot_seconds + 0.2 * (sample - h.slot_seconds);
+}
+
+namespace {
+
+// "vllm:num_requests_running" -> "num_requests_running"; ORCA's
+// "named_metrics." prefix likewise.
+std::string_view metricName(std::string_view key) {
+  if (key.starts_with("named_metrics.")) key.remove_prefix(14);
+  if (auto colon = key.rfind(':'); colon != std::string_view::npos) key.remove_prefix(colon + 1);
+  return key;
+}
+
+void trim(std::string_view& s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+}
+
+}  // namespace
+
+bool parseLoadReport(std::string_view text, LoadReport& out) {
+  std::string_view v = text;
   if (v.starts_with("TEXT ")) v.remove_prefix(5);
   bool any = false;
   while (!v.empty()) {
-    auto comma = v.find(',');
-    std::string_view item = v.substr(0, comma);
-    v = comma == std::string_view::npos ? std::string_view{} : v.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    auto eq = item.find('=');
-    if (eq == std::string_view::npos) continue;
-    std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
-    if (key.starts_with("named_metrics.")) key.remove_prefix(14);
+    const auto cut = v.find_first_of(",\n");
+    std::string_view item = v.substr(0, cut);
+    v = cut == std::string_view::npos ? std::string_view{} : v.substr(cut + 1);
+    trim(item);
+    if (item.empty() || item.front() == '#') continue;
+    std::string_view key, value;
+    bool labelled = false;
+    if (auto eq = item.find('='); eq != std::string_view::npos && item.find('{') == std::string_view::npos) {
+      key = item.substr(0, eq);
+      value = item.substr(eq + 1);
+    } else {
+      // Prometheus: name{labels} value [timestamp]
+      auto brace = item.find('{');
+      auto end_labels = brace == std::string_view::npos ? std::string_view::npos : item.find('}', brace);
+      auto name_end = brace == std::string_view::npos ? item.find(' ') : brace;
+      if (name_end == std::string_view::npos) continue;
+      key = item.substr(0, name_end);
+      labelled = end_labels != std::string_view::npos;
+      std::string_view rest = item.substr(end_labels == std::string_view::npos ? name_end : end_labels + 1);
+      trim(rest);
+      value = rest.substr(0, rest.find(' '));
+    }
+    trim(key);
+    trim(value);
+    key = metricName(key);
     double d = 0;
     auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), d);
-    if (ec != std::errc() || p != value.data() + value.size() || !(d >= 0)) continue;
-    if (key == "queue_depth" || key == "num_requests_waiting") {
-      queue_depth = d;
-      any = true;
-    } else if (key == "kv_cache_utilization" || key == "kv_cache_usage_perc") {
-      kv_utilization = std::min(d, 1.0);
-      any = true;
-    }
+    if (ec != std::errc() || p != value.data() + value.size() || !(d >= 0) || !std::isfinite(d)) continue;
+    double* field = nullptr;
+    if (key == "num_requests_running" || key == "running_requests" || key == "running") field = &out.running;
+    else if (key == "queue_depth" || key == "num_requests_waiting" || key == "waiting_requests" || key == "waiting")
+      field = &out.waiting;
+    else if (key == "kv_cache_utilization" || key == "kv_cache_usage_perc" || key == "gpu_cache_usage_perc") {
+      d = std::min(d, 1.0);
+      field = &out.kv_utilization;
+    } else if (key == "max_num_seqs" || key == "capacity" || key == "max_concurrency")
+      field = &out.capacity;
+    if (field == nullptr) continue;
+    // Prometheus may list a metric once per label set (several models on
+    // one server): their sum is the server's load.
+    const bool add = labelled && *field >= 0 && (field == &out.running || field == &out.waiting);
+    *field = add ? *field + d : d;
+    any = true;
   }
   return any;
+}
+
+void applyLoadReport(EndpointHealth& h, const LoadReport& r, Clock::time_point now) {
+  if (!r.any()) return;
+  h.reported_running = std::max(0.0, r.running);
+  h.reported_waiting = std::max(0.0, r.waiting);
+  h.reported_kv_utilization = std::max(0.0, r.kv_utilization);
+  if (r.capacity > 0) h.reported_capacity = r.capacity;
+  // Requests waiting while `running` generate: that is all its slots.
+  if (r.waiting > 0 && r.running >= 1) h.learned_capacity = r.running;
+  else if (r.running > h.learned_capacity) h.learned_capacity = r.running;
+  h.outstanding_at_report = h.outstanding;
+  h.reported_at = now;
+}
+
+double effectiveCapacity(const config::EndpointConfig& ep, const EndpointHealth& h) {
+  if (ep.capacity > 0) return ep.capacity;
+  if (h.reported_capacity > 0) return h.reported_capacity;
+  return std::max(1.0, h.learned_capacity);
+}
+
+double estimatedLoad(const EndpointHealth& h, Clock::time_point now, Clock::duration half_life) {
+  const double ours = static_cast<double>(std::max<std::int64_t>(0, h.outstanding));
+  if (h.reported_at == Clock::time_point{}) return ours;
+  const double others = h.reported_running + h.reported_waiting - static_cast<double>(h.outstanding_at_report);
+  if (others <= 0) return ours;
+  return ours + others * halvings(now - h.reported_at, std::chrono::duration<double>(half_life).count());
+}
+
+double predictedTtft(const config::EndpointConfig& ep, const EndpointHealth& h, Clock::time_point now,
+                     Clock::duration half_life) {
+  const double capacity = effectiveCapacity(ep, h);
+  double load = estimatedLoad(h, now, half_life);
+  // A full KV cache starts nothing new until a sequence ends.
+  if (h.reported_at != Clock::time_point{} && h.reported_kv_utilization >= kKvCacheFull &&
+      now - h.reported_at < half_life)
+    load = std::max(load, capacity);
+  // Requests that must leave a slot before this one gets one; slots free
+  // about every slot time / capacity.
+  const double ahead = std::max(0.0, load + 1 - capacity);
+  const double slot = h.slot_seconds > 0 ? h.slot_seconds : std::max(kDefaultSlotSeconds, 2 * h.base_ttft_seconds);
+  return h.base_ttft_seconds + ahead * slot / capacity;
 }
 
 std::uint64_t hashKey(std::string_view key) {
@@ -232,6 +355,26 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
       break;
   }
 
+  if (model.lb.policy == config::LbPolicy::LoadAware && count <= kFullScanLimit) {
+    // Capacity-aware: the lowest predicted time to first token (per unit of
+    // weight) of all eligible endpoints; ties go to a random one, walking
+    // from a random rank.
+    const auto half_life = std::chrono::duration_cast<Clock::duration>(model.lb.load_report_half_life);
+    const std::size_t start = std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+    std::size_t best = n;
+    double best_cost = std::numeric_limits<double>::infinity();
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = (start + k) % n;
+      if (!eligible(i)) continue;
+      const double cost = predictedTtft(eps[i], *c[i].health, now, half_life) / eps[i].weight;
+      if (cost < best_cost) {
+        best = i;
+        best_cost = cost;
+      }
+    }
+    return static_cast<int>(best);
+  }
+
   // The two-choice policies: two distinct random candidates, the lower cost
   // wins. Cost per unit of weight.
   auto cost = [&](std::size_t i) -> double {
@@ -241,10 +384,8 @@ int pickEndpoint(const config::ModelConfig& model, EndpointStates& states, std::
     if (model.lb.policy == config::LbPolicy::Ewma) {
       // Unmeasured endpoints look fast, so they get measured.
       c = (currentEwma(h, now) + 1e-3) * (inflight + 1);
-    } else if (model.lb.policy == config::LbPolicy::LoadAware && h.reported_at != Clock::time_point{}) {
-      const double half_life = std::chrono::duration<double>(model.lb.load_report_half_life).count();
-      c += halvings(now - h.reported_at, half_life) *
-           (h.reported_queue_depth + kKvCacheWeight * h.reported_kv_utilization);
+    } else if (model.lb.policy == config::LbPolicy::LoadAware) {
+      c = predictedTtft(eps[i], h, now, std::chrono::duration_cast<Clock::duration>(model.lb.load_report_half_life));
     }
     return c / eps[i].weight;
   };

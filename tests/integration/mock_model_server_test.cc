@@ -2,6 +2,9 @@
 // every other test and benchmark leans on it.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "tests/support/http_client.h"
 #include "tests/support/process.h"
 
@@ -35,7 +38,39 @@ TEST_F(MockServerTest, ChatCompletionWithUsage) {
   EXPECT_NE(r.body.find("\"usage\":{\"prompt_tokens\":"), std::string::npos);
   EXPECT_NE(r.body.find("\"completion_tokens\":4"), std::string::npos);
   EXPECT_EQ(r.headers["x-mock-server"], "m1");
-  EXPECT_EQ(r.headers["endpoint-load-metrics"].rfind("TEXT named_metrics.queue_depth=", 0), 0u);
+  EXPECT_EQ(r.headers["endpoint-load-metrics"].rfind("TEXT named_metrics.num_requests_running=", 0), 0u);
+}
+
+TEST_F(MockServerTest, BatchSlotsQueueAndReportLoad) {
+  start({"--max-concurrency", "1", "--ttft-ms", "400"});
+  // One generation holds the only slot; the next waits for it in the queue.
+  std::thread a([&] { post("/v1/chat/completions", chatBody("m-chat", false)); });
+  std::thread b([&] { post("/v1/chat/completions", chatBody("m-chat", false)); });
+  bool queued = false;
+  for (int i = 0; i < 200 && !queued; ++i) {
+    auto r = httpRequest(port_, "GET", "/metrics/orca", "");
+    ASSERT_EQ(r.status, 200);
+    queued = r.body.find("num_requests_running=1, named_metrics.num_requests_waiting=1") != std::string::npos;
+    if (!queued) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  a.join();
+  b.join();
+  EXPECT_TRUE(queued) << "never saw one running and one waiting";
+  auto r = httpRequest(port_, "GET", "/metrics/orca", "");
+  EXPECT_NE(r.body.find("num_requests_running=0, named_metrics.num_requests_waiting=0"), std::string::npos) << r.body;
+  EXPECT_EQ(r.headers["endpoint-load-metrics"].rfind("TEXT ", 0), 0u);
+}
+
+TEST_F(MockServerTest, PrefixCacheSavesPrefillOfARepeatedPrompt) {
+  start({"--prefill-us-per-token", "10", "--prefix-cache-blocks", "64"});
+  const std::string prompt(640, 'p');  // 10 blocks, 161 tokens
+  const std::string body = "{\"model\":\"m-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"" + prompt + "\"}]}";
+  ASSERT_EQ(post("/v1/chat/completions", body).status, 200);
+  auto stats = httpRequest(port_, "GET", "/mock/stats", "").body;
+  EXPECT_NE(stats.find("\"cached_tokens\":0}"), std::string::npos) << stats;
+  ASSERT_EQ(post("/v1/chat/completions", body).status, 200);
+  stats = httpRequest(port_, "GET", "/mock/stats", "").body;
+  EXPECT_NE(stats.find("\"cached_tokens\":160}"), std::string::npos) << stats;
 }
 
 TEST_F(MockServerTest, StreamingSendsChunksUsageAndDone) {

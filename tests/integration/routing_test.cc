@@ -259,6 +259,31 @@ TEST_F(RoutingTest, ActiveHealthChecksTakeAnEndpointOutAndBack) {
   EXPECT_GT(metric("infermesh_health_checks_total", "result=\"failed\""), 0);
 }
 
+TEST_F(RoutingTest, PolledLoadReportsSteerLoadAwayFromAQueueingEndpoint) {
+  // `busy` has one batch slot, taken by a client that is not the proxy, and
+  // a second request waiting: only its polled load report can tell.
+  auto busy = startMock("busy", {"--models", "chat-model", "--max-concurrency", "1", "--ttft-ms", "1500"});
+  auto idle = startMock("idle", {"--models", "chat-model"});
+  std::vector<std::thread> others;
+  for (int i = 0; i < 2; ++i)
+    others.emplace_back([&] { httpRequest(busy.port, "POST", "/v1/chat/completions", chatBody("chat-model", false)); });
+  ASSERT_TRUE(eventually([&] {
+    return httpRequest(busy.port, "GET", "/metrics/orca", "").body.find("num_requests_waiting=1") != std::string::npos;
+  }));
+  startProxy(baseConfig() +
+             doc("Model", "polled",
+                 "{upstreamModel: chat-model, loadBalancer: {policy: load_aware}, "
+                 "loadReport: {path: /metrics/orca, interval: 50ms}, endpoints: [" + endpoint(busy) + ", " +
+                     endpoint(idle) + "]}") +
+             caseRoute("polled", "model: polled"));
+  // Both endpoints polled a few times.
+  ASSERT_TRUE(eventually([&] { return metric("infermesh_load_reports_polled_total", "result=\"ok\"") >= 6; }));
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 10; ++i) ++seen[send("polled").headers["x-mock-server"]];
+  EXPECT_EQ(seen["idle"], 10);
+  for (auto& t : others) t.join();
+}
+
 TEST_F(RoutingTest, ScaleFromZeroHoldsRequestsUntilAnEndpointIsHealthy) {
   // A port nobody listens on yet: the model is "scaled to zero".
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

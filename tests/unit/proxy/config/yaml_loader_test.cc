@@ -198,6 +198,58 @@ TEST_F(LoaderTest, ListenerTrustAndPathOptions) {
   EXPECT_NE(e.message.find(".."), std::string::npos) << e.message;
 }
 
+TEST_F(LoaderTest, CapacityAndLoadReportCompile) {
+  auto r = load(std::string(kListener) +
+                "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: m}\nspec:\n"
+                "  loadBalancer: {policy: load_aware}\n"
+                "  loadReport: {path: /metrics/orca, interval: 250ms, timeout: 100ms}\n"
+                "  endpoints:\n    - {address: '127.0.0.1:1', capacity: 2}\n    - {address: '127.0.0.1:2'}\n");
+  ASSERT_TRUE(r.errors.empty()) << joinErrors(r.errors);
+  const auto& m = r.snapshot->models[0];
+  EXPECT_EQ(m.endpoints[0].capacity, 2u);
+  EXPECT_EQ(m.endpoints[1].capacity, 0u);  // learned
+  EXPECT_TRUE(m.load_report.enabled());
+  EXPECT_EQ(m.load_report.path, "/metrics/orca");
+  EXPECT_EQ(m.load_report.interval.count(), 250);
+  EXPECT_EQ(m.load_report.timeout.count(), 100);
+  // Defaults.
+  r = load(std::string(kListener) +
+           "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: m}\nspec:\n"
+           "  loadReport: {path: /metrics}\n  endpoints: [{address: '127.0.0.1:1'}]\n");
+  ASSERT_TRUE(r.errors.empty()) << joinErrors(r.errors);
+  EXPECT_EQ(r.snapshot->models[0].load_report.interval.count(), 1000);
+  EXPECT_EQ(r.snapshot->models[0].load_report.timeout.count(), 500);
+}
+
+TEST_F(LoaderTest, BadCapacityAndLoadReportNameFileLineAndField) {
+  const std::string head = std::string(kListener) + "---\napiVersion: infermesh.io/v1\nkind: Model\n"
+                                                    "metadata: {name: m}\nspec:\n";
+  const int first = 14;  // the line after "spec:"
+  auto e = onlyError(head + "  endpoints:\n    - address: 127.0.0.1:1\n      capacity: -2\n");
+  EXPECT_EQ(e.file, "test.yaml");
+  EXPECT_EQ(e.field, "spec.endpoints[0].capacity");
+  EXPECT_EQ(e.line, first + 2);
+  e = onlyError(head + "  endpoints:\n    - address: 127.0.0.1:1\n      capacity: two\n");
+  EXPECT_EQ(e.field, "spec.endpoints[0].capacity");
+  EXPECT_EQ(e.line, first + 2);
+  e = onlyError(head + "  endpoints:\n    - address: 127.0.0.1:1\n      capacity: 2000000\n");
+  EXPECT_EQ(e.field, "spec.endpoints[0].capacity");
+  EXPECT_EQ(e.line, first + 2);
+  EXPECT_EQ(e.document, "Model/m");
+  e = onlyError(head + "  endpoints: [{address: '127.0.0.1:1'}]\n  loadReport:\n    path: /m\n    interval: 0s\n");
+  EXPECT_EQ(e.field, "spec.loadReport.interval");
+  EXPECT_EQ(e.line, first + 3);
+  EXPECT_NE(e.message.find("must be > 0"), std::string::npos);
+  e = onlyError(head + "  endpoints: [{address: '127.0.0.1:1'}]\n  loadReport:\n    interval: 1s\n");
+  EXPECT_EQ(e.field, "spec.loadReport.path");
+  EXPECT_EQ(e.line, first + 1);
+  e = onlyError(head + "  endpoints: [{address: '127.0.0.1:1'}]\n  loadReport: {path: metrics}\n");
+  EXPECT_EQ(e.field, "spec.loadReport.path");
+  e = onlyError(head + "  endpoints: [{address: '127.0.0.1:1'}]\n  loadReport: {path: /m, interval: soon}\n");
+  EXPECT_EQ(e.field, "spec.loadReport.interval");
+  EXPECT_EQ(e.line, first + 1);
+}
+
 TEST_F(LoaderTest, EveryErrorIsReportedNotOnlyTheFirst) {
   auto r = load(
       "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: l}\nspec:\n  adress: x\n  protcol: y\n");

@@ -128,22 +128,170 @@ TEST(LoadBalancer, ConsistentHashIsStickyWithBoundedLoad) {
 TEST(LoadBalancer, LoadAwareFollowsFreshReports) {
   auto m = model({1, 1}, config::LbPolicy::LoadAware);
   m.lb.load_report_half_life = std::chrono::milliseconds(1000);
+  m.endpoints[0].capacity = 4;
+  m.endpoints[1].capacity = 4;
   EndpointStates s;
   Picker p{m, s};
-  double q = 0, kv = 0;
-  ASSERT_TRUE(parseLoadReport("TEXT named_metrics.queue_depth=12, named_metrics.kv_cache_utilization=0.9", q, kv));
-  EXPECT_EQ(q, 12);
-  EXPECT_DOUBLE_EQ(kv, 0.9);
-  EXPECT_FALSE(parseLoadReport("TEXT cpu_utilization=0.5", q, kv));
-  auto& busy = s.get(1000);
-  busy.reported_queue_depth = 12;
-  busy.reported_kv_utilization = 0.9;
-  busy.reported_at = p.now;
+  for (auto key : {1000, 1001}) {
+    s.get(key).base_ttft_seconds = 0.04;
+    s.get(key).slot_seconds = 0.1;
+  }
+  // Another proxy's traffic: 4 generating and 8 waiting, none of them ours.
+  LoadReport r;
+  ASSERT_TRUE(parseLoadReport("TEXT named_metrics.num_requests_running=4, named_metrics.queue_depth=8", r));
+  applyLoadReport(s.get(1000), r, p.now);
   EXPECT_EQ(p.spread(100)[1], 100);
-  // A report a minute old has decayed to nothing: load alone decides.
-  busy.reported_at = p.now - std::chrono::seconds(60);
-  s.get(1001).outstanding = 3;
+  // A report a minute old has decayed to nothing: our own load decides.
+  s.get(1000).reported_at = p.now - std::chrono::seconds(60);
+  s.get(1001).outstanding = 6;
   EXPECT_EQ(p.spread(100)[0], 100);
+}
+
+TEST(LoadBalancer, ParsesLoadReportFields) {
+  LoadReport r;
+  ASSERT_TRUE(parseLoadReport("TEXT named_metrics.queue_depth=12, named_metrics.kv_cache_utilization=0.9", r));
+  EXPECT_EQ(r.waiting, 12);
+  EXPECT_DOUBLE_EQ(r.kv_utilization, 0.9);
+  EXPECT_LT(r.running, 0);  // not carried
+  EXPECT_LT(r.capacity, 0);
+  r = {};
+  ASSERT_TRUE(parseLoadReport("num_requests_running=3, num_requests_waiting=2, max_num_seqs=8, kv_cache_usage_perc=1.7", r));
+  EXPECT_EQ(r.running, 3);
+  EXPECT_EQ(r.waiting, 2);
+  EXPECT_EQ(r.capacity, 8);
+  EXPECT_EQ(r.kv_utilization, 1.0);  // clamped
+  // Prometheus text, as vLLM's /metrics: labels, comments, one line per model.
+  r = {};
+  ASSERT_TRUE(parseLoadReport("# HELP vllm:num_requests_running Running.\n# TYPE vllm:num_requests_running gauge\n"
+                              "vllm:num_requests_running{model_name=\"a\"} 2\n"
+                              "vllm:num_requests_running{model_name=\"b\"} 1\n"
+                              "vllm:num_requests_waiting{model_name=\"a\"} 5.0\n"
+                              "vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.25\n"
+                              "vllm:other_metric 7\n",
+                              r));
+  EXPECT_EQ(r.running, 3);
+  EXPECT_EQ(r.waiting, 5);
+  EXPECT_DOUBLE_EQ(r.kv_utilization, 0.25);
+  // Nothing usable: unknown keys, negative or malformed values.
+  r = {};
+  EXPECT_FALSE(parseLoadReport("TEXT cpu_utilization=0.5", r));
+  EXPECT_FALSE(parseLoadReport("num_requests_running=-1, num_requests_waiting=x, running=1e999", r));
+  EXPECT_FALSE(r.any());
+}
+
+TEST(LoadBalancer, CapacityScalesTheCost) {
+  // Same speed, same requests in flight: the endpoint with 8 batch slots
+  // starts the next request at once, the one with 2 queues it.
+  auto m = model({1, 1}, config::LbPolicy::LoadAware);
+  m.endpoints[0].capacity = 2;
+  m.endpoints[1].capacity = 8;
+  EndpointStates s;
+  Picker p{m, s};
+  for (auto key : {1000, 1001}) {
+    s.get(key).base_ttft_seconds = 0.04;
+    s.get(key).slot_seconds = 0.1;
+    s.get(key).outstanding = 3;
+  }
+  EXPECT_EQ(p.spread(100)[1], 100);
+  EXPECT_DOUBLE_EQ(predictedTtft(m.endpoints[1], s.get(1001), p.now, std::chrono::seconds(1)), 0.04);
+  // 3 in flight on 2 slots: two ahead of the next one, a slot frees every 50 ms.
+  EXPECT_DOUBLE_EQ(predictedTtft(m.endpoints[0], s.get(1000), p.now, std::chrono::seconds(1)), 0.04 + 2 * 0.1 / 2);
+  // Idle, both start at once: spread over both.
+  s.get(1000).outstanding = s.get(1001).outstanding = 0;
+  auto c = p.spread(200);
+  EXPECT_GT(c[0], 50);
+  EXPECT_GT(c[1], 50);
+  // Announced capacity and learned capacity count when none is configured.
+  config::EndpointConfig plain;
+  EndpointHealth h;
+  EXPECT_EQ(effectiveCapacity(plain, h), 1);
+  h.learned_capacity = 3;
+  EXPECT_EQ(effectiveCapacity(plain, h), 3);
+  h.reported_capacity = 16;
+  EXPECT_EQ(effectiveCapacity(plain, h), 16);
+  plain.capacity = 4;
+  EXPECT_EQ(effectiveCapacity(plain, h), 4);
+}
+
+TEST(LoadBalancer, HeterogeneousFleetAvoidsTheFullSmallEndpoint) {
+  // fast (8 slots), slow (long prefill), small (2 slots, both busy): the
+  // next request goes to fast, whichever two a random pair would have been.
+  auto m = model({1, 1, 1}, config::LbPolicy::LoadAware);
+  m.endpoints[0].capacity = 8;
+  m.endpoints[1].capacity = 8;
+  m.endpoints[2].capacity = 2;
+  EndpointStates s;
+  Picker p{m, s};
+  s.get(1000) = {.outstanding = 4, .base_ttft_seconds = 0.03, .slot_seconds = 0.1};
+  s.get(1001) = {.outstanding = 0, .base_ttft_seconds = 0.3, .slot_seconds = 0.4};
+  s.get(1002) = {.outstanding = 2, .base_ttft_seconds = 0.03, .slot_seconds = 0.1};
+  EXPECT_EQ(p.spread(100)[0], 100);
+  // fast and small both queueing deep: the idle slow endpoint is now quicker.
+  s.get(1000).outstanding = 40;
+  s.get(1002).outstanding = 8;
+  EXPECT_EQ(p.spread(100)[1], 100);
+}
+
+TEST(LoadBalancer, QueueEstimateFollowsOwnRequestsBetweenReports) {
+  EndpointHealth h;
+  const auto now = Clock::now();
+  const auto half_life = std::chrono::seconds(1);
+  h.outstanding = 1;
+  // 2 generating, 3 waiting, one of them ours.
+  applyLoadReport(h, LoadReport{.running = 2, .waiting = 3}, now);
+  EXPECT_EQ(h.learned_capacity, 2);  // requests wait while 2 run: 2 slots
+  EXPECT_DOUBLE_EQ(estimatedLoad(h, now, half_life), 5);
+  // Two more of ours go out before the next report: counted at once.
+  h.outstanding = 3;
+  EXPECT_DOUBLE_EQ(estimatedLoad(h, now, half_life), 7);
+  // Ours finish: counted at once too; the others' share (4) ages.
+  h.outstanding = 0;
+  EXPECT_DOUBLE_EQ(estimatedLoad(h, now + half_life, half_life), 2);
+  EXPECT_NEAR(estimatedLoad(h, now + 20 * half_life, half_life), 0, 1e-3);
+  // A report that holds only our own requests: nothing from others.
+  h.outstanding = 4;
+  applyLoadReport(h, LoadReport{.running = 2, .waiting = 2}, now);
+  EXPECT_DOUBLE_EQ(estimatedLoad(h, now, half_life), 4);
+  // A full KV cache means no free slot, whatever the counts say.
+  config::EndpointConfig ep;
+  ep.capacity = 8;
+  h = {};
+  h.base_ttft_seconds = 0.04;
+  h.slot_seconds = 0.08;
+  applyLoadReport(h, LoadReport{.running = 1, .waiting = 0, .kv_utilization = 0.99}, now);
+  EXPECT_DOUBLE_EQ(predictedTtft(ep, h, now, half_life), 0.04 + 1 * 0.08 / 8);
+}
+
+TEST(LoadBalancer, CapacityIsLearnedFromObservedQueueing) {
+  EndpointHealth h;
+  auto now = Clock::now();
+  recordFirstByte(h, 0.04, 1, now);
+  // Fast with 3 in flight: at least 3 slots.
+  recordFirstByte(h, 0.041, 3, now += std::chrono::milliseconds(10));
+  EXPECT_EQ(h.learned_capacity, 3);
+  // Queued (far slower than the base) with 3 in flight: fewer than 3.
+  recordFirstByte(h, 0.5, 3, now += std::chrono::milliseconds(10));
+  EXPECT_EQ(h.learned_capacity, 2);
+  // The slow answer barely moves the unqueued base.
+  EXPECT_LT(h.base_ttft_seconds, 0.07);
+  // The slot time leaves out the wait in the queue.
+  recordCompletion(h, 0.6, 0.5);
+  EXPECT_NEAR(h.slot_seconds, 0.6 - (0.5 - h.base_ttft_seconds), 1e-9);
+}
+
+TEST(LoadBalancer, EwmaDoesNotCollapseOnOneFastSample) {
+  EndpointHealth h;
+  auto now = Clock::now();
+  for (int i = 0; i < 5; ++i) recordLatency(h, 0.3, now += std::chrono::milliseconds(100));
+  // A quiet spell, then one lucky fast answer.
+  now += std::chrono::seconds(5);
+  const double before = currentEwma(h, now);
+  recordLatency(h, 0.01, now);
+  EXPECT_GT(currentEwma(h, now), before - kMaxFastSampleWeight * (before - 0.01) - 1e-9);
+  EXPECT_GT(currentEwma(h, now), 0.1);
+  // A slower sample still counts at once (peak-sensitive).
+  recordLatency(h, 0.5, now += std::chrono::milliseconds(10));
+  EXPECT_DOUBLE_EQ(currentEwma(h, now), 0.5);
 }
 
 TEST(LoadBalancer, LocalityPrefersZoneThenRegionAndSpillsOver) {
