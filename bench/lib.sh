@@ -15,7 +15,7 @@ if [ "$(nproc)" -lt 2 ]; then LOAD_CPU=0; fi
 free_port() {
   local p
   while :; do
-    p=$(( (RANDOM % 20000) + 30000 ))
+    p=$(( (RANDOM % 12000) + 20000 ))  # below the ephemeral range (32768-60999): no clash with client sockets
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
