@@ -83,7 +83,8 @@ class RouterFilter final : public filter::StreamFilter {
     return FilterStatus::Continue;
   }
 
-  FilterStatus onRequestBody(StreamContext& ctx, std::string_view chunk, bool end_stream) override {
+  FilterStatus onRequestBody(StreamContext& ctx, filter::BodyChunk& body, bool end_stream) override {
+    const std::string_view chunk = body.view();
     // The model is in the JSON body, so the body is held until complete;
     // the listener's body limit bounds it.
     body_.append(chunk);
@@ -249,7 +250,10 @@ class RouterFilter final : public filter::StreamFilter {
   // An SSE client cannot see a status after the stream started; it gets an
   // explicit error event before the stream is cut.
   static std::string sseErrorEvent(const std::string& message, const std::string& code) {
-    filter::LocalReply reply{0, message, "upstream_error", code, {}};
+    filter::LocalReply reply;
+    reply.message = message;
+    reply.type = "upstream_error";
+    reply.code = code;
     return "event: error\ndata: " + proxy::openAiErrorJson(reply) + "\n\n";
   }
 
@@ -453,11 +457,11 @@ class RouterFilter final : public filter::StreamFilter {
     asio::steady_timer timer(ctx.worker->io());
     w.wake = [&timer] { timer.cancel(); };
     timer.expires_after(budget(limit));
-    ctx.on_downstream_gone = [&timer] { timer.cancel(); };
+    cancel_.set(ctx, [&timer] { timer.cancel(); });
     ++ctx.worker->stats().requests_queued;
     co_await timer.async_wait(kTuple);
     --ctx.worker->stats().requests_queued;
-    ctx.on_downstream_gone = nullptr;
+    cancel_.clear();
     co_return w.granted;
   }
 
@@ -622,9 +626,9 @@ class RouterFilter final : public filter::StreamFilter {
       if (pause.count() > 0) {
         asio::steady_timer timer(worker.io());
         timer.expires_after(budget(pause));
-        ctx.on_downstream_gone = [&timer] { timer.cancel(); };
+        cancel_.set(ctx, [&timer] { timer.cancel(); });
         co_await timer.async_wait(kTuple);
-        ctx.on_downstream_gone = nullptr;
+        cancel_.clear();
         if (clientLeft(ctx)) {
           --worker.routeLoad(ctx.route->stats_id).retries;
           co_return Outcome::Done;
@@ -703,9 +707,9 @@ class RouterFilter final : public filter::StreamFilter {
     } counted{worker.gate(model.stats_id)};
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io().get_executor());
-      ctx.on_downstream_gone = [tcp = &conn->stream.lower()] { tcp->cancel(); };
+      cancel_.set(ctx, [tcp = &conn->stream.lower()] { tcp->cancel(); });
       const ConnectResult c = co_await connectUpstream(worker, *ctx.snapshot, model, ep, *conn, budget(model.connect_timeout));
-      ctx.on_downstream_gone = nullptr;
+      cancel_.clear();
       if (!c.ok && clientLeft(ctx)) co_return Outcome::Done;
       if (!c.ok) co_return connectFailed(ctx, model, c.error);
       ++stats.upstream_connections_opened;
@@ -719,15 +723,15 @@ class RouterFilter final : public filter::StreamFilter {
     }
     ++stats.upstream_connections_active;
     // While this exchange runs, a client that leaves cancels it.
-    ctx.on_downstream_gone = [tcp = &conn->stream.lower()] { tcp->cancel(); };
+    cancel_.set(ctx, [tcp = &conn->stream.lower()] { tcp->cancel(); });
     struct Active {
-      StreamContext& ctx;
+      filter::CancelSlot& cancel;
       stats::WorkerStats& s;
       ~Active() {
         --s.upstream_connections_active;
-        ctx.on_downstream_gone = nullptr;
+        cancel.clear();
       }
-    } active{ctx, stats};
+    } active{cancel_, stats};
 
     head_.resize(host_at_);
     head_ += ep.address;
@@ -798,9 +802,9 @@ class RouterFilter final : public filter::StreamFilter {
       ++stats.upstream_connections_reused;
     } else {
       UpstreamConnection conn(worker.io().get_executor());
-      ctx.on_downstream_gone = [tcp = &conn.stream.lower()] { tcp->cancel(); };
+      cancel_.set(ctx, [tcp = &conn.stream.lower()] { tcp->cancel(); });
       const ConnectResult c = co_await connectUpstream(worker, *ctx.snapshot, model, ep, conn, budget(model.connect_timeout));
-      ctx.on_downstream_gone = nullptr;
+      cancel_.clear();
       if (clientLeft(ctx)) co_return Outcome::Done;
       if (!c.ok) co_return connectFailed(ctx, model, c.error);
       if (conn.stream.tls() && c.alpn != "h2") {
@@ -819,12 +823,12 @@ class RouterFilter final : public filter::StreamFilter {
     }
     struct Active {
       stats::WorkerStats& s;
-      StreamContext& ctx;
+      filter::CancelSlot& cancel;
       ~Active() {
         --s.upstream_connections_active;
-        ctx.on_downstream_gone = nullptr;
+        cancel.clear();
       }
-    } active{stats, ctx};
+    } active{stats, cancel_};
     ++stats.upstream_connections_active;
 
     auto stream = session->open(h2RequestHeaders(ctx, ep), body_);
@@ -832,7 +836,7 @@ class RouterFilter final : public filter::StreamFilter {
       co_return failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
                                    "no endpoint of model `" + model.name + "` could take the request",
                                    "upstream_unavailable", false);
-    ctx.on_downstream_gone = [stream] { stream->cancel(); };
+    cancel_.set(ctx, [stream] { stream->cancel(); });
     const auto sent_at = Clock::now();
     if (ctx.route->first_token_timeout.count() > 0) first_token_at_ = sent_at + ctx.route->first_token_timeout;
     const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
@@ -1155,6 +1159,7 @@ class RouterFilter final : public filter::StreamFilter {
 
   std::string body_;
   bool grpc_ = false;
+  filter::CancelSlot cancel_;  // what a client leaving cancels right now
   std::string head_;
   std::size_t host_at_ = 0;    // in head_: where the endpoint's host goes
   std::size_t length_at_ = 0;  // in head_: where content-length starts

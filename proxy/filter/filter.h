@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,39 +15,80 @@ enum class FilterStatus {
   // Pass the event to the next filter.
   Continue,
   // Hold the event here. The filter later calls FilterCallbacks::resume()
-  // (the event continues with the next filter) or sets a local reply first
-  // (the stream is answered locally). Reading from the client pauses
-  // meanwhile, so a stopped filter never has to buffer unbounded data.
+  // (the event continues with the next filter) or sends a local reply
+  // first. Meanwhile reading from the client (request side) or from the
+  // upstream (response side) pauses, so a stopped filter never has to
+  // buffer unbounded data.
   Stop,
+  // Body hooks only: keep this data and ask for more. The next call brings
+  // the kept bytes again, followed by what arrived since, until the filter
+  // continues (at end_stream it must: StopAndBuffer then acts as Stop).
+  // Bounded by FilterManager::kMaxBufferedBody; past it the stream gets a
+  // 413 (request) or a 500 / reset (response).
+  StopAndBuffer,
 };
 
-// Given to each filter instance; implemented by the filter manager.
+// What a filter can ask of the stream it runs on. Implemented by the filter
+// manager; timers and resets are carried out by the stream driver on the
+// stream's worker, so a callback never runs on another thread.
 class FilterCallbacks {
  public:
   virtual ~FilterCallbacks() = default;
+  // Continues the event this filter stopped (request or response side).
   virtual void resume() = 0;
+  // Runs `fn` on the stream's worker after `delay`, unless cancelled or the
+  // stream ended first. Returns an id for cancelTimer().
+  virtual std::uint64_t startTimer(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+  virtual void cancelTimer(std::uint64_t id) = 0;
+  // Ends the stream now: the client sees a reset (HTTP/2) or a closed
+  // connection (HTTP/1.1); upstream work is cancelled.
+  virtual void resetStream() = 0;
 };
 
 // A per-stream filter. Every hook has a pass-through default, so a filter
 // overrides only the phases it cares about. Hooks never throw.
+//
+// Request hooks run in chain order, response hooks in reverse order. Each
+// filter sees the end of each direction exactly once: end_stream is true on
+// the last headers or body event; when a stream ends with trailers, the body
+// hook gets an empty chunk with end_stream first, then the trailers hook.
 class StreamFilter {
  public:
   virtual ~StreamFilter() = default;
   virtual void setCallbacks(FilterCallbacks& cb) { callbacks_ = &cb; }
 
   virtual FilterStatus onRequestHeaders(StreamContext&, bool end_stream) { return FilterStatus::Continue; }
-  virtual FilterStatus onRequestBody(StreamContext&, std::string_view chunk, bool end_stream) {
+  virtual FilterStatus onRequestBody(StreamContext&, BodyChunk& chunk, bool end_stream) {
     return FilterStatus::Continue;
   }
-  // Response phases observe and may edit; they run in reverse chain order.
-  virtual void onResponseHeaders(StreamContext&, ResponseHead&) {}
-  virtual void onResponseBody(StreamContext&, std::string_view chunk, bool end_stream) {}
-  // Runs once when the stream is over, whatever happened.
+  virtual FilterStatus onRequestTrailers(StreamContext&, HeaderList& trailers) { return FilterStatus::Continue; }
+
+  virtual FilterStatus onResponseHeaders(StreamContext&, ResponseHead& head, bool end_stream) {
+    return FilterStatus::Continue;
+  }
+  // With wantsResponseEvents(), an SSE (text/event-stream) or NDJSON response
+  // arrives in chunks that hold one or more whole events (lines for
+  // NDJSON), never a fragment; forEachEvent() walks them.
+  virtual FilterStatus onResponseBody(StreamContext&, BodyChunk& chunk, bool end_stream) {
+    return FilterStatus::Continue;
+  }
+  // May add or change trailers (HTTP/2 and gRPC; HTTP/1.1 chunked).
+  virtual FilterStatus onResponseTrailers(StreamContext&, HeaderList& trailers) { return FilterStatus::Continue; }
+  virtual bool wantsResponseEvents() const { return false; }
+
+  // Runs once when the stream is over, whatever happened (completed,
+  // answered locally, reset, client gone), before onLog.
+  virtual void onComplete(StreamContext&) {}
+  // Runs once after the last byte, for logs and metrics.
   virtual void onLog(const StreamContext&) {}
 
  protected:
   FilterCallbacks* callbacks_ = nullptr;
 };
+
+// Calls fn(event) for each whole SSE event (without its blank line) or
+// NDJSON line in `chunk`, as framed for wantsResponseEvents() filters.
+void forEachEvent(std::string_view chunk, bool ndjson, const std::function<void(std::string_view)>& fn);
 
 // Built once per config snapshot from the filter's YAML config; immutable and
 // shared by every stream on every worker that uses that snapshot.
@@ -71,6 +114,16 @@ class FilterRegistry {
 
  private:
   std::vector<std::pair<std::string, FilterFactoryBuilder>> builders_;
+};
+
+// Registers a filter at start-up from its own source file:
+//   static const filter::Registration kRegistered{"headers", &buildHeadersFilter};
+// A filter folder's library is linked whole (filters/CMakeLists.txt), so the
+// object is never dropped and no other file names the filter.
+struct Registration {
+  Registration(std::string name, FilterFactoryBuilder builder) {
+    FilterRegistry::instance().add(std::move(name), std::move(builder));
+  }
 };
 
 }  // namespace infermesh::filter

@@ -1,6 +1,7 @@
 #include "proxy/filter/filter_manager.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace infermesh::filter {
 
@@ -28,6 +29,13 @@ void HeaderList::remove(std::string_view name) {
   std::erase_if(fields_, [&](const auto& f) { return equalsIgnoreCase(f.first, name); });
 }
 
+namespace detail {
+std::uint32_t nextStateIndex() {
+  static std::atomic<std::uint32_t> next{0};
+  return next++;
+}
+}  // namespace detail
+
 FilterRegistry& FilterRegistry::instance() {
   static FilterRegistry registry;
   return registry;
@@ -43,46 +51,176 @@ const FilterFactoryBuilder* FilterRegistry::find(std::string_view name) const {
   return nullptr;
 }
 
-FilterManager::FilterManager(StreamContext& ctx, std::vector<std::unique_ptr<StreamFilter>> filters)
-    : ctx_(ctx), filters_(std::move(filters)) {
-  for (auto& f : filters_) f->setCallbacks(*this);
+namespace {
+
+// Where the whole events in `s` end (0 when none is complete).
+std::size_t eventsEnd(std::string_view s, bool ndjson) {
+  if (ndjson) {
+    const auto nl = s.rfind('\n');
+    return nl == std::string_view::npos ? 0 : nl + 1;
+  }
+  const auto lf = s.rfind("\n\n");
+  const auto crlf = s.rfind("\r\n\r\n");
+  std::size_t end = 0;
+  if (lf != std::string_view::npos) end = lf + 2;
+  if (crlf != std::string_view::npos) end = std::max(end, crlf + 4);
+  return end;
+}
+
+}  // namespace
+
+void forEachEvent(std::string_view chunk, bool ndjson, const std::function<void(std::string_view)>& fn) {
+  while (!chunk.empty()) {
+    std::size_t end, skip;
+    if (ndjson) {
+      end = chunk.find('\n');
+      skip = 1;
+    } else {
+      const auto lf = chunk.find("\n\n");
+      const auto crlf = chunk.find("\r\n\r\n");
+      end = std::min(lf, crlf);
+      skip = end == lf ? 2 : 4;
+    }
+    if (end == std::string_view::npos) {
+      fn(chunk);  // an unterminated last event (the stream ended mid-event)
+      return;
+    }
+    if (end > 0) fn(chunk.substr(0, end));
+    chunk.remove_prefix(end + skip);
+  }
+}
+
+FilterManager::FilterManager(StreamContext& ctx, std::vector<std::unique_ptr<StreamFilter>> filters,
+                             StreamServices* services)
+    : ctx_(ctx), filters_(std::move(filters)), services_(services) {
+  for (auto& f : filters_) {
+    f->setCallbacks(*this);
+    frame_events_ = frame_events_ || f->wantsResponseEvents();
+  }
+}
+
+FilterStatus FilterManager::call(StreamFilter& f) {
+  switch (pending_) {
+    case Event::RequestHeaders: return f.onRequestHeaders(ctx_, end_stream_);
+    case Event::RequestBody: return f.onRequestBody(ctx_, *chunk_, end_stream_);
+    case Event::RequestTrailers: return f.onRequestTrailers(ctx_, *trailers_);
+    case Event::ResponseHeaders: return f.onResponseHeaders(ctx_, *head_, end_stream_);
+    case Event::ResponseBody: return f.onResponseBody(ctx_, *chunk_, end_stream_);
+    case Event::ResponseTrailers: return f.onResponseTrailers(ctx_, *trailers_);
+    case Event::None: break;
+  }
+  return FilterStatus::Continue;
 }
 
 FilterManager::Progress FilterManager::iterate(std::size_t from) {
-  for (std::size_t i = from; i < filters_.size(); ++i) {
-    StreamFilter& f = *filters_[i];
-    FilterStatus s = pending_ == Event::Headers ? f.onRequestHeaders(ctx_, end_stream_)
-                                                : f.onRequestBody(ctx_, chunk_, end_stream_);
+  const std::size_t n = filters_.size();
+  const bool body = pending_ == Event::RequestBody || pending_ == Event::ResponseBody;
+  for (std::size_t pos = from; pos < n; ++pos) {
+    const std::size_t i = responseSide() ? n - 1 - pos : pos;
+    // Data a filter kept comes back to it, ahead of the new bytes.
+    if (body && !buffered_.empty() && !buffered_[i].empty()) {
+      buffered_[i].append(chunk_->view());
+      chunk_->replace(std::move(buffered_[i]));
+      buffered_[i].clear();
+    }
+    const FilterStatus s = call(*filters_[i]);
     if (ctx_.local_reply) {
       pending_ = Event::None;
       return Progress::LocalReply;
     }
-    if (s == FilterStatus::Stop) {
-      stopped_at_ = i;
-      // Only a held chunk is copied; the common path passes views through.
-      if (pending_ == Event::Body && chunk_.data() != pending_chunk_.data()) {
-        pending_chunk_.assign(chunk_);
-        chunk_ = pending_chunk_;
+    if (s == FilterStatus::Continue) continue;
+    if (s == FilterStatus::StopAndBuffer && body && !end_stream_) {
+      if (buffered_.empty()) buffered_.resize(n);
+      if (buffered_[i].size() + chunk_->size() > kMaxBufferedBody) {
+        if (responseSide())
+          ctx_.sendLocalReply(500, "a filter buffered more response body than it may", "internal_error",
+                              "response_buffer_exceeded");
+        else
+          ctx_.sendLocalReply(413, "request body exceeds what a filter may buffer", "invalid_request_error",
+                              "request_too_large");
+        pending_ = Event::None;
+        return Progress::LocalReply;
       }
-      return Progress::Stopped;
+      // The chunk already holds what was kept before (see above): take it
+      // back without copying when it is the manager's own.
+      if (chunk_->owned()) buffered_[i] = std::move(chunk_->edit());
+      else buffered_[i].assign(chunk_->view());
+      chunk_->reset({});  // nothing passes on until the filter continues
+      pending_ = Event::None;
+      return Progress::Done;
     }
+    // Stop (or StopAndBuffer where nothing more will come).
+    stopped_at_ = pos;
+    // Only a held chunk is copied; the common path passes views through.
+    if (body && chunk_ != &held_) {
+      held_.replace(std::string(chunk_->view()));
+      chunk_ = &held_;
+    }
+    return Progress::Stopped;
   }
   pending_ = Event::None;
   return Progress::Done;
 }
 
-FilterManager::Progress FilterManager::requestHeaders(bool end_stream) {
-  pending_ = Event::Headers;
-  end_stream_ = end_stream;
-  chunk_ = {};
-  return iterate(0);
-}
-
-FilterManager::Progress FilterManager::requestBody(std::string_view chunk, bool end_stream) {
-  pending_ = Event::Body;
+FilterManager::Progress FilterManager::start(Event e, bool end_stream, BodyChunk* chunk) {
+  pending_ = e;
   end_stream_ = end_stream;
   chunk_ = chunk;
   return iterate(0);
+}
+
+FilterManager::Progress FilterManager::requestHeaders(bool end_stream) {
+  return start(Event::RequestHeaders, end_stream, nullptr);
+}
+
+FilterManager::Progress FilterManager::requestBody(BodyChunk& chunk, bool end_stream) {
+  return start(Event::RequestBody, end_stream, &chunk);
+}
+
+FilterManager::Progress FilterManager::requestTrailers(HeaderList& trailers) {
+  trailers_ = &trailers;
+  return start(Event::RequestTrailers, true, nullptr);
+}
+
+FilterManager::Progress FilterManager::responseHeaders(ResponseHead& head, bool end_stream) {
+  head_ = &head;
+  if (frame_events_) {
+    const std::string_view type = head.headers.get("content-type").value_or("");
+    ndjson_ = type.starts_with("application/x-ndjson") || type.starts_with("application/jsonl") ||
+              type.starts_with("application/ndjson");
+    framing_ = ndjson_ || type.starts_with("text/event-stream");
+  }
+  return start(Event::ResponseHeaders, end_stream, nullptr);
+}
+
+void FilterManager::frameEvents(BodyChunk& chunk, bool end_stream) {
+  if (frame_rest_.empty()) {
+    const std::string_view in = chunk.view();
+    const std::size_t cut = end_stream ? in.size() : eventsEnd(in, ndjson_);
+    if (cut == in.size()) return;
+    frame_rest_.assign(in.substr(cut));
+    if (chunk.owned()) chunk.edit().resize(cut);
+    else chunk.reset(in.substr(0, cut));
+    return;
+  }
+  frame_rest_.append(chunk.view());
+  const std::size_t cut = end_stream ? frame_rest_.size() : eventsEnd(frame_rest_, ndjson_);
+  frame_chunk_.assign(frame_rest_, 0, cut);
+  frame_rest_.erase(0, cut);
+  chunk.reset(frame_chunk_);
+}
+
+FilterManager::Progress FilterManager::responseBody(BodyChunk& chunk, bool end_stream) {
+  if (framing_) {
+    frameEvents(chunk, end_stream);
+    if (chunk.empty() && !end_stream) return Progress::Done;  // no whole event yet
+  }
+  return start(Event::ResponseBody, end_stream, &chunk);
+}
+
+FilterManager::Progress FilterManager::responseTrailers(HeaderList& trailers) {
+  trailers_ = &trailers;
+  return start(Event::ResponseTrailers, true, nullptr);
 }
 
 void FilterManager::resume() {
@@ -91,15 +229,28 @@ void FilterManager::resume() {
   if (p != Progress::Stopped && on_resume) on_resume(p);
 }
 
-void FilterManager::responseHeaders(ResponseHead& head) {
-  for (auto it = filters_.rbegin(); it != filters_.rend(); ++it) (*it)->onResponseHeaders(ctx_, head);
+std::uint64_t FilterManager::startTimer(std::chrono::milliseconds delay, std::function<void()> fn) {
+  return services_ ? services_->startTimer(delay, std::move(fn)) : 0;
 }
 
-void FilterManager::responseBody(std::string_view chunk, bool end_stream) {
-  for (auto it = filters_.rbegin(); it != filters_.rend(); ++it) (*it)->onResponseBody(ctx_, chunk, end_stream);
+void FilterManager::cancelTimer(std::uint64_t id) {
+  if (services_) services_->cancelTimer(id);
+}
+
+void FilterManager::resetStream() {
+  if (services_) services_->resetStream();
+}
+
+void FilterManager::complete() {
+  if (completed_) return;
+  completed_ = true;
+  for (auto& f : filters_) f->onComplete(ctx_);
 }
 
 void FilterManager::log() {
+  complete();
+  if (logged_) return;
+  logged_ = true;
   for (auto& f : filters_) f->onLog(ctx_);
 }
 

@@ -56,15 +56,113 @@ struct ResponseHead {
   unsigned status = 0;
   std::string reason;
   HeaderList headers;
+  // The body's length when known (the codec frames it; HTTP/1.1 uses
+  // chunked otherwise). A response filter that changes the body's length
+  // clears it.
+  std::optional<std::uint64_t> content_length;
 };
 
-// An answer produced by the proxy itself (OpenAI error shape).
+// An answer produced by the proxy itself, written in the request's protocol
+// (HTTP/1.1, HTTP/2; for gRPC a trailers-only status). By default the body
+// is the OpenAI error shape built from message, type and code; a filter may
+// give its own body, or a stream of chunks (SSE events, say) instead.
 struct LocalReply {
   unsigned status = 0;
   std::string message;
   std::string type;  // invalid_request_error, upstream_error ...
   std::string code;  // machine-readable reason, also the access log's "reason"
   std::vector<std::pair<std::string, std::string>> extra_headers;
+  std::optional<std::string> body;  // replaces the error JSON; needs content_type
+  std::string content_type;
+  // A streamed answer: each chunk is written (and flushed) on its own, the
+  // response ends after the last. Takes precedence over `body`.
+  std::vector<std::string> chunks;
+};
+
+// One piece of a body as the filters see it: a view of bytes the proxy
+// already holds, until a filter edits it (the first edit copies once).
+class BodyChunk {
+ public:
+  BodyChunk() = default;
+  explicit BodyChunk(std::string_view bytes) : view_(bytes) {}
+  std::string_view view() const { return owned_ ? std::string_view(storage_) : view_; }
+  std::size_t size() const { return view().size(); }
+  bool empty() const { return view().empty(); }
+  // The bytes to change in place.
+  std::string& edit() {
+    if (!owned_) {
+      storage_.assign(view_);
+      owned_ = true;
+    }
+    return storage_;
+  }
+  void replace(std::string bytes) {
+    storage_ = std::move(bytes);
+    owned_ = true;
+  }
+  // Points at other bytes without copying (for the manager's own buffers).
+  void reset(std::string_view bytes) {
+    owned_ = false;
+    view_ = bytes;
+  }
+  bool owned() const { return owned_; }
+
+ private:
+  std::string_view view_;
+  std::string storage_;
+  bool owned_ = false;
+};
+
+namespace detail {
+std::uint32_t nextStateIndex();
+}
+
+// Names one kind of per-stream state. Made once (a namespace-scope constant
+// in the filter's source, or a member of its factory), so the request path
+// indexes a vector and never looks up a string.
+template <typename T>
+class StateKey {
+ public:
+  StateKey() : index_(detail::nextStateIndex()) {}
+  std::uint32_t index() const { return index_; }
+
+ private:
+  std::uint32_t index_;
+};
+
+// Typed state one filter writes and later filters (or the log hooks) read:
+// identity, tenant, token reservation, cache key.
+class FilterState {
+ public:
+  FilterState() = default;
+  FilterState(const FilterState&) = delete;
+  FilterState& operator=(const FilterState&) = delete;
+  ~FilterState() {
+    for (auto& s : slots_)
+      if (s.value) s.destroy(s.value);
+  }
+  template <typename T>
+  T* get(const StateKey<T>& key) const {
+    return key.index() < slots_.size() ? static_cast<T*>(slots_[key.index()].value) : nullptr;
+  }
+  // Sets (or replaces) the value for `key`.
+  template <typename T, typename... Args>
+  T& emplace(const StateKey<T>& key, Args&&... args) {
+    if (key.index() >= slots_.size()) slots_.resize(key.index() + 1);
+    Slot& s = slots_[key.index()];
+    if (s.value) s.destroy(s.value);
+    T* value = new T(std::forward<Args>(args)...);
+    s.value = value;
+    s.destroy = [](void* p) { delete static_cast<T*>(p); };
+    return *value;
+  }
+
+ private:
+  struct Slot {
+    void* value = nullptr;
+    void (*destroy)(void*) = nullptr;
+  };
+  std::vector<Slot> slots_;
 };
 
 // Where an error came from, for logs and metrics.
@@ -103,16 +201,75 @@ struct StreamContext {
   ErrorSource error_source = ErrorSource::None;
   std::string error_reason;  // empty when the stream ended cleanly
 
-  // Set by the terminal filter while it works upstream; the connection
-  // calls it when the client goes away, to cancel that work.
-  std::function<void()> on_downstream_gone;
+  FilterState state;
+
+  // Work to cancel when the client goes away (an upstream exchange, a
+  // timer): any filter may add hooks; the stream runs them all, once.
+  std::uint64_t addCancelHook(std::function<void()> fn) {
+    cancel_hooks_.emplace_back(++last_hook_, std::move(fn));
+    return last_hook_;
+  }
+  void removeCancelHook(std::uint64_t id) {
+    std::erase_if(cancel_hooks_, [id](const auto& h) { return h.first == id; });
+  }
+  void cancel() {
+    auto hooks = std::move(cancel_hooks_);
+    cancel_hooks_.clear();
+    for (auto& [id, fn] : hooks) fn();
+  }
 
   // Set by sendLocalReply(); the filter manager stops and answers with it.
   std::optional<LocalReply> local_reply;
 
   void sendLocalReply(unsigned status, std::string message, std::string type, std::string code) {
-    local_reply = LocalReply{status, std::move(message), std::move(type), std::move(code), {}};
+    LocalReply r;
+    r.status = status;
+    r.message = std::move(message);
+    r.type = std::move(type);
+    r.code = std::move(code);
+    local_reply = std::move(r);
   }
+  void sendLocalReply(LocalReply reply) { local_reply = std::move(reply); }
+
+ private:
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> cancel_hooks_;
+  std::uint64_t last_hook_ = 0;
+};
+
+// One cancel hook that a filter replaces as its work moves on (connect,
+// then the exchange, then a backoff), and clears when that work is done.
+class CancelSlot {
+ public:
+  CancelSlot() = default;
+  CancelSlot(const CancelSlot&) = delete;
+  CancelSlot& operator=(const CancelSlot&) = delete;
+  ~CancelSlot() { clear(); }
+  void set(StreamContext& ctx, std::function<void()> fn) {
+    clear();
+    ctx_ = &ctx;
+    id_ = ctx.addCancelHook(std::move(fn));
+  }
+  void clear() {
+    if (ctx_ != nullptr) ctx_->removeCancelHook(id_);
+    ctx_ = nullptr;
+  }
+
+ private:
+  StreamContext* ctx_ = nullptr;
+  std::uint64_t id_ = 0;
+};
+
+// A cancel hook for the length of a scope.
+class CancelHook {
+ public:
+  CancelHook(StreamContext& ctx, std::function<void()> fn) : ctx_(ctx), id_(ctx.addCancelHook(std::move(fn))) {}
+  ~CancelHook() { ctx_.removeCancelHook(id_); }
+  CancelHook(const CancelHook&) = delete;
+  CancelHook& operator=(const CancelHook&) = delete;
+
+ private:
+  StreamContext& ctx_;
+  std::uint64_t id_;
 };
 
 }  // namespace infermesh::filter

@@ -11,8 +11,8 @@
 namespace infermesh::proxy {
 
 // The response side of one downstream stream, as the terminal filter sees
-// it. Implemented by each codec's connection. Writes run the response
-// filters, then go to the client; a write completes when the client took the
+// it. Implemented by the stream driver. Writes run the response filters,
+// then go to the client through the codec; a write completes when the client took the
 // bytes, which is what paces the upstream reads (backpressure).
 class DownstreamStream {
  public:
@@ -25,9 +25,10 @@ class DownstreamStream {
   virtual boost::asio::awaitable<bool> sendBody(std::string_view chunk, bool end_stream) = 0;
   // Ends the response with trailers (gRPC status). Codecs that cannot carry
   // them (HTTP/1.1 with a content length) just end the body.
-  virtual boost::asio::awaitable<bool> sendTrailers(const filter::HeaderList& trailers) = 0;
-  // Answers with the OpenAI-shaped error of ctx.local_reply; when a response
-  // has already started, aborts it instead.
+  virtual boost::asio::awaitable<bool> sendTrailers(filter::HeaderList& trailers) = 0;
+  // Answers with ctx.local_reply (the OpenAI-shaped error, or the reply's
+  // own body or chunks); when a response has already started, aborts it
+  // instead.
   virtual boost::asio::awaitable<void> sendLocalReply() = 0;
   virtual bool responseStarted() const = 0;
   // The response failed after it started: the client must see an error,

@@ -1,5 +1,4 @@
 #include "proxy/server/http1_connection.h"
-#include "proxy/server/request_guard.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -14,6 +13,7 @@
 
 #include "proxy/config/snapshot.h"
 #include "proxy/server/http_util.h"
+#include "proxy/server/stream_driver.h"
 #include "proxy/server/worker.h"
 
 namespace infermesh::proxy {
@@ -23,7 +23,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::awaitable;
 using asio::use_awaitable;
-using filter::FilterManager;
 using stats::DownstreamError;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 
@@ -63,8 +62,7 @@ Http1Connection::Http1Connection(Worker& worker, Transport transport, std::uint3
       socket_(std::move(transport)),
       listener_index_(listener_index),
       deadline_timer_(socket_.get_executor()),
-      done_(socket_.get_executor()),
-      resumed_(socket_.get_executor()) {
+      body_buf_(kBodyReadBytes) {
   boost::system::error_code ec;
   auto ep = socket_.lower().remote_endpoint(ec);
   if (!ec) peer_ip_ = ep.address().to_string();
@@ -118,7 +116,7 @@ void Http1Connection::close() {
   if (!open_) return;
   open_ = false;
   // A stream still working upstream has no client left to answer.
-  if (ctx_ != nullptr && ctx_->on_downstream_gone) ctx_->on_downstream_gone();
+  if (driver_ != nullptr) driver_->clientGone();
   boost::system::error_code ec;
   socket_.lower().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.lower().close(ec);
@@ -136,7 +134,11 @@ awaitable<bool> Http1Connection::writeBuffers(const asio::const_buffer* bufs, st
 }
 
 awaitable<void> Http1Connection::rejectAndClose(unsigned status, const char* code, std::string message) {
-  filter::LocalReply reply{status, std::move(message), "invalid_request_error", code, {}};
+  filter::LocalReply reply;
+  reply.status = status;
+  reply.message = std::move(message);
+  reply.type = "invalid_request_error";
+  reply.code = code;
   std::string body = openAiErrorJson(reply);
   std::string head = "HTTP/1.1 " + std::to_string(status) + " " +
                      std::string(http::obsolete_reason(static_cast<http::status>(status))) +
@@ -279,24 +281,12 @@ awaitable<bool> Http1Connection::clientGone() {
   co_return false;
 }
 
-awaitable<FilterManager::Progress> Http1Connection::settle(FilterManager::Progress p) {
-  // A filter holds the event; reading from the client waits until it lets go.
-  if (p == FilterManager::Progress::Stopped) {
-    co_await resumed_.wait();
-    resumed_.reset();
-    p = resumed_progress_;
-  }
-  co_return p;
-}
-
-template <typename Parser>
-awaitable<void> Http1Connection::handleStream(Parser& parser) {
+awaitable<void> Http1Connection::handleStream(RequestParser& parser) {
   auto& req = parser.get();
   filter::StreamContext ctx;
   ctx.snapshot = worker_.snapshot();
   ctx.listener = &ctx.snapshot->listeners[listener_index_];
   ctx.worker = &worker_;
-  ctx.downstream = this;
   ctx.start = std::chrono::steady_clock::now();
   ctx.client_address = peer_ip_;
   ctx.peer_identity = peer_identity_;
@@ -308,108 +298,87 @@ awaitable<void> Http1Connection::handleStream(Parser& parser) {
   http10_ = req.version() < 11;
   is_head_ = req.method() == http::verb::head;
   keep_alive_ = keep_alive_ && req.keep_alive() && !worker_.draining();
-
-  std::vector<std::unique_ptr<filter::StreamFilter>> chain;
-  chain.reserve(ctx.listener->filters.size());
-  for (const auto& factory : ctx.listener->filters) chain.push_back(factory->create());
-  FilterManager fm(ctx, std::move(chain));
-  fm.on_resume = [this](FilterManager::Progress p) {
-    resumed_progress_ = p;
-    resumed_.notify();
-  };
-  ctx_ = &ctx;
-  filters_ = &fm;
-  response_started_ = response_complete_ = aborted_ = chunked_ = false;
-  done_.reset();
-  resumed_.reset();
+  expect_continue_ = filter::equalsIgnoreCase(req[http::field::expect], "100-continue");
+  response_complete_ = chunked_ = false;
   pending_head_.clear();
-  worker_.streamStarted();
-
-  const bool admitted = guardRequest(ctx, worker_.stats());
-  bool has_body = !parser.is_done();
-  if (admitted && has_body && filter::equalsIgnoreCase(req[http::field::expect], "100-continue")) {
-    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    asio::const_buffer b = asio::buffer(kContinue);
-    co_await writeBuffers(&b, 1);
+  ctx_ = &ctx;
+  parser_ = &parser;
+  {
+    StreamDriver driver(worker_, ctx, *this, listener_index_);
+    driver_ = &driver;
+    co_await driver.run();
+    driver_ = nullptr;
   }
-
-  auto progress = FilterManager::Progress::LocalReply;
-  if (admitted) progress = co_await settle(fm.requestHeaders(!has_body));
-  const auto& limits = ctx.listener->limits;
-  while (progress == FilterManager::Progress::Done && has_body && open_) {
-    req.body().data = body_buf_.data();
-    req.body().size = body_buf_.size();
-    setDeadline(limits.body_timeout);
-    auto [ec, n] = co_await http::async_read(socket_, buffer_, parser, kTuple);
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      keep_alive_ = false;
-      if (timed_out_) {
-        worker_.stats().count(DownstreamError::Timeout);
-        ctx.sendLocalReply(408, "request body not received in time", "invalid_request_error", "request_timeout");
-      } else if (ec == http::error::body_limit) {
-        worker_.stats().count(DownstreamError::BodyTooLarge);
-        ctx.sendLocalReply(413, "request body exceeds " + std::to_string(limits.max_request_body_bytes) + " bytes",
-                           "invalid_request_error", "request_too_large");
-      } else if (ec == http::error::partial_message || ec == asio::error::eof ||
-                 ec == asio::error::connection_reset || !open_) {
-        ctx.error_source = filter::ErrorSource::Downstream;
-        ctx.error_reason = "client_disconnected";
-        progress = FilterManager::Progress::Stopped;  // nobody to answer
-        break;
-      } else if (chunk_extension_bytes_ > kMaxChunkExtensionBytes) {
-        worker_.stats().count(DownstreamError::BadRequest);
-        ctx.sendLocalReply(400, "chunk extensions exceed " + std::to_string(kMaxChunkExtensionBytes) + " bytes",
-                           "invalid_request_error", "bad_request");
-      } else if (ec == http::error::buffer_overflow) {
-        worker_.stats().count(DownstreamError::BadRequest);
-        ctx.sendLocalReply(400, "chunk header or trailers too long", "invalid_request_error", "bad_request");
-      } else {
-        worker_.stats().count(DownstreamError::BadRequest);
-        ctx.sendLocalReply(400, "malformed request body: " + ec.message(), "invalid_request_error", "bad_request");
-      }
-      progress = FilterManager::Progress::LocalReply;
-      break;
-    }
-    const std::size_t got = body_buf_.size() - req.body().size;
-    has_body = !parser.is_done();
-    ctx.request_body_bytes += got;
-    progress = co_await settle(fm.requestBody(std::string_view(body_buf_.data(), got), !has_body));
-  }
-
-  if (progress == FilterManager::Progress::LocalReply) {
-    if (has_body) keep_alive_ = false;  // the rest of the body was not read
-    co_await sendLocalReply();
-  } else if (progress == FilterManager::Progress::Done) {
-    // The terminal filter owns the response now. Meanwhile watch the
-    // client: if it goes away, the upstream exchange is cancelled rather
-    // than left generating tokens nobody will read.
-    using namespace asio::experimental::awaitable_operators;
-    auto first = co_await (done_.wait() || clientGone());
-    if (first.index() == 1 && std::get<1>(first)) {
-      ++worker_.stats().downstream_disconnects;
-      ctx.error_source = filter::ErrorSource::Downstream;
-      ctx.error_reason = "client_disconnected";
-      keep_alive_ = false;
-      if (ctx.on_downstream_gone) ctx.on_downstream_gone();
-    }
-    while (!done_.notified()) co_await done_.wait();
-  }
-  if (!response_complete_) keep_alive_ = false;
-
-  fm.log();
-  recordStreamEnd(worker_, ctx, listener_index_);
-  worker_.streamEnded();
+  // What is left of a body nobody read, or an unfinished response, leaves
+  // the connection unusable for the next request.
+  if (!parser.is_done() || !response_complete_) keep_alive_ = false;
   ctx_ = nullptr;
-  filters_ = nullptr;
+  parser_ = nullptr;
 }
 
-awaitable<bool> Http1Connection::sendHeaders(filter::ResponseHead& head, bool end_stream,
-                                             std::optional<std::uint64_t> content_length) {
-  head.headers.set("x-request-id", ctx_->request_id);
-  filters_->responseHeaders(head);
-  response_started_ = true;
-  ctx_->response_status = head.status;
+bool Http1Connection::bodyFollows() const { return !parser_->is_done(); }
+
+awaitable<void> Http1Connection::beforeBody() {
+  if (!expect_continue_) co_return;
+  static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+  asio::const_buffer b = asio::buffer(kContinue);
+  co_await writeBuffers(&b, 1);
+}
+
+awaitable<CodecStream::Read> Http1Connection::readBody(std::string_view& out) {
+  auto& parser = *parser_;
+  auto& req = parser.get();
+  auto& ctx = *ctx_;
+  const auto& limits = ctx.listener->limits;
+  req.body().data = body_buf_.data();
+  req.body().size = body_buf_.size();
+  setDeadline(limits.body_timeout);
+  auto [ec, n] = co_await http::async_read(socket_, buffer_, parser, kTuple);
+  if (ec == http::error::need_buffer) ec = {};
+  if (ec) {
+    keep_alive_ = false;
+    if (timed_out_) {
+      worker_.stats().count(DownstreamError::Timeout);
+      ctx.sendLocalReply(408, "request body not received in time", "invalid_request_error", "request_timeout");
+    } else if (ec == http::error::body_limit) {
+      worker_.stats().count(DownstreamError::BodyTooLarge);
+      ctx.sendLocalReply(413, "request body exceeds " + std::to_string(limits.max_request_body_bytes) + " bytes",
+                         "invalid_request_error", "request_too_large");
+    } else if (ec == http::error::partial_message || ec == asio::error::eof || ec == asio::error::connection_reset ||
+               !open_) {
+      ctx.error_source = filter::ErrorSource::Downstream;
+      ctx.error_reason = "client_disconnected";  // nobody to answer
+    } else if (chunk_extension_bytes_ > kMaxChunkExtensionBytes) {
+      worker_.stats().count(DownstreamError::BadRequest);
+      ctx.sendLocalReply(400, "chunk extensions exceed " + std::to_string(kMaxChunkExtensionBytes) + " bytes",
+                         "invalid_request_error", "bad_request");
+    } else if (ec == http::error::buffer_overflow) {
+      worker_.stats().count(DownstreamError::BadRequest);
+      ctx.sendLocalReply(400, "chunk header or trailers too long", "invalid_request_error", "bad_request");
+    } else {
+      worker_.stats().count(DownstreamError::BadRequest);
+      ctx.sendLocalReply(400, "malformed request body: " + ec.message(), "invalid_request_error", "bad_request");
+    }
+    co_return Read::Failed;
+  }
+  out = std::string_view(body_buf_.data(), body_buf_.size() - req.body().size);
+  co_return parser.is_done() ? Read::Last : Read::More;
+}
+
+awaitable<bool> Http1Connection::waitWatchingClient(Signal& done) {
+  // Meanwhile the client socket may turn readable: a client that hangs up
+  // is noticed now, not at the next write.
+  using namespace asio::experimental::awaitable_operators;
+  auto first = co_await (done.wait() || clientGone());
+  if (first.index() == 1 && std::get<1>(first)) {
+    keep_alive_ = false;
+    co_return true;
+  }
+  co_return false;
+}
+
+awaitable<bool> Http1Connection::writeHead(filter::ResponseHead& head, bool end_stream,
+                                           std::optional<std::uint64_t> content_length) {
   std::string& out = pending_head_;
   out.reserve(256);
   out += "HTTP/1.1 ";
@@ -452,10 +421,7 @@ awaitable<bool> Http1Connection::sendHeaders(filter::ResponseHead& head, bool en
   co_return ok;
 }
 
-awaitable<bool> Http1Connection::sendBody(std::string_view chunk, bool end_stream) {
-  filters_->responseBody(chunk, end_stream);
-  if (!chunk.empty() && !ctx_->first_byte_at) ctx_->first_byte_at = std::chrono::steady_clock::now();
-  ctx_->response_body_bytes += chunk.size();
+awaitable<bool> Http1Connection::writeBody(std::string_view chunk, bool end_stream) {
   char size_line[24];
   std::size_t size_len = 0;
   asio::const_buffer bufs[5];
@@ -479,8 +445,8 @@ awaitable<bool> Http1Connection::sendBody(std::string_view chunk, bool end_strea
   co_return ok;
 }
 
-awaitable<bool> Http1Connection::sendTrailers(const filter::HeaderList& trailers) {
-  if (!chunked_) co_return co_await sendBody({}, true);
+awaitable<bool> Http1Connection::writeTrailers(const filter::HeaderList& trailers) {
+  if (!chunked_) co_return co_await writeBody({}, true);
   // Chunked framing carries trailers after the last chunk.
   std::string tail = "0\r\n";
   for (const auto& [name, value] : trailers.fields()) {
@@ -500,24 +466,8 @@ awaitable<bool> Http1Connection::sendTrailers(const filter::HeaderList& trailers
   co_return ok;
 }
 
-awaitable<void> Http1Connection::sendLocalReply() {
-  if (response_started_) {
-    abort();
-    co_return;
-  }
-  co_await writeLocalReply(*this, *ctx_);
-}
-
-void Http1Connection::abort() {
-  aborted_ = true;
+void Http1Connection::abortResponse() {
   keep_alive_ = false;
-  const std::string_view why = ctx_ ? std::string_view(ctx_->error_reason) : std::string_view();
-  using stats::AbortReason;
-  worker_.stats().count(why == "upstream_reset_mid_stream"       ? AbortReason::Reset
-                        : why == "upstream_timeout_mid_stream"    ? AbortReason::IdleTimeout
-                        : why == "upstream_first_token_timeout"   ? AbortReason::FirstTokenTimeout
-                        : why == "upstream_request_timeout"       ? AbortReason::RequestTimeout
-                                                                  : AbortReason::Other);
   // Closing without the final chunk (or short of the content length) is
   // how HTTP/1.1 tells the client the response is incomplete.
   close();

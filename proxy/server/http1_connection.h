@@ -6,16 +6,17 @@
 #include "proxy/server/transport.h"
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
 
 #include <array>
 #include <chrono>
 #include <memory>
 #include <string>
 
-#include "proxy/filter/filter_manager.h"
+#include "proxy/filter/stream_context.h"
 #include "proxy/server/connection.h"
-#include "proxy/server/downstream.h"
-#include "proxy/server/signal.h"
+#include "proxy/server/stream_driver.h"
 
 namespace spdlog {
 class logger;
@@ -27,9 +28,8 @@ class Worker;
 
 // The HTTP/1.1 connection manager: parses requests with Beast's parser
 // (one at a time; pipelined requests wait in the buffer and are answered in
-// order), runs each through the listener's filter chain and writes the
-// response the terminal filter produces.
-class Http1Connection final : public DownstreamStream, public DownstreamConnection {
+// order), hands each to a StreamDriver, and frames what the driver writes.
+class Http1Connection final : public CodecStream, public DownstreamConnection {
  public:
   Http1Connection(Worker& worker, Transport transport, std::uint32_t listener_index);
   ~Http1Connection() override;
@@ -43,19 +43,21 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   void close() override;
   void setPeerIdentity(std::string id) { peer_identity_ = std::move(id); }
 
-  // DownstreamStream
-  boost::asio::awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
-                                           std::optional<std::uint64_t> content_length) override;
-  boost::asio::awaitable<bool> sendBody(std::string_view chunk, bool end_stream) override;
-  boost::asio::awaitable<bool> sendTrailers(const filter::HeaderList& trailers) override;
-  boost::asio::awaitable<void> sendLocalReply() override;
-  bool responseStarted() const override { return response_started_; }
-  void abort() override;
-  void finish() override { done_.notify(); }
+  // CodecStream
+  bool bodyFollows() const override;
+  boost::asio::awaitable<void> beforeBody() override;
+  boost::asio::awaitable<Read> readBody(std::string_view& out) override;
+  boost::asio::awaitable<bool> writeHead(filter::ResponseHead& head, bool end_stream,
+                                         std::optional<std::uint64_t> content_length) override;
+  boost::asio::awaitable<bool> writeBody(std::string_view bytes, bool end_stream) override;
+  boost::asio::awaitable<bool> writeTrailers(const filter::HeaderList& trailers) override;
+  void abortResponse() override;
+  boost::asio::awaitable<bool> waitWatchingClient(Signal& done) override;
 
  private:
-  template <typename Parser>
-  boost::asio::awaitable<void> handleStream(Parser& parser);
+  using RequestParser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+  static constexpr std::size_t kBodyReadBytes = 16 * 1024;
+  boost::asio::awaitable<void> handleStream(RequestParser& parser);
   boost::asio::awaitable<void> serveRequests();
   // Reads until buffer_ holds a whole request head of at most `limit`
   // bytes; `head_size` is its length through the blank line.
@@ -63,7 +65,6 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
   boost::asio::awaitable<void> watchdog();
   // True when the client closed or reset the connection.
   boost::asio::awaitable<bool> clientGone();
-  boost::asio::awaitable<filter::FilterManager::Progress> settle(filter::FilterManager::Progress p);
   boost::asio::awaitable<bool> writeBuffers(const boost::asio::const_buffer* bufs, std::size_t count);
   // Answers a request that never became a stream (unparseable head).
   boost::asio::awaitable<void> rejectAndClose(unsigned status, const char* code, std::string message);
@@ -88,16 +89,13 @@ class Http1Connection final : public DownstreamStream, public DownstreamConnecti
 
   // Current stream.
   filter::StreamContext* ctx_ = nullptr;
-  filter::FilterManager* filters_ = nullptr;
-  Signal done_;
-  Signal resumed_;
-  filter::FilterManager::Progress resumed_progress_{};
-  bool response_started_ = false;
+  RequestParser* parser_ = nullptr;
+  StreamDriver* driver_ = nullptr;
+  bool expect_continue_ = false;
   bool response_complete_ = false;
-  bool aborted_ = false;
   bool chunked_ = false;
   std::string pending_head_;  // written together with the first body bytes
-  std::array<char, 16 * 1024> body_buf_;
+  std::vector<char> body_buf_;
 };
 
 }  // namespace infermesh::proxy

@@ -1,5 +1,4 @@
 #include "proxy/server/http2_connection.h"
-#include "proxy/server/request_guard.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -13,8 +12,7 @@
 #include <cstring>
 
 #include "proxy/config/snapshot.h"
-#include "proxy/filter/filter_manager.h"
-#include "proxy/server/downstream.h"
+#include "proxy/server/stream_driver.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/worker.h"
 
@@ -22,7 +20,6 @@ namespace infermesh::proxy {
 
 namespace asio = boost::asio;
 using asio::awaitable;
-using filter::FilterManager;
 using stats::DownstreamError;
 using stats::Http2Protection;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
@@ -46,16 +43,15 @@ bool connectionSpecific(std::string_view name) {
 }  // namespace
 
 // One request/response exchange on the connection.
-struct Http2Stream final : public DownstreamStream {
+struct Http2Stream final : public CodecStream {
   Http2Stream(Http2Connection& c, std::int32_t stream_id)
       : conn(c), id(stream_id), body_arrived(c.worker().io().get_executor()),
-        drained(c.worker().io().get_executor()), done(c.worker().io().get_executor()),
-        resumed(c.worker().io().get_executor()) {}
+        drained(c.worker().io().get_executor()) {}
 
   Http2Connection& conn;
   std::int32_t id;
   filter::StreamContext ctx;
-  FilterManager* filters = nullptr;
+  StreamDriver* driver = nullptr;
   std::uint64_t header_bytes = 0;
   std::uint32_t header_count = 0;
   bool headers_too_large = false;
@@ -66,6 +62,7 @@ struct Http2Stream final : public DownstreamStream {
 
   // Request body, as received and not yet handed to the filters.
   std::string body_in;
+  std::string body_out;  // the piece the filters are looking at
   bool body_complete = false;
   bool body_too_large = false;
   Signal body_arrived;
@@ -81,18 +78,47 @@ struct Http2Stream final : public DownstreamStream {
   filter::HeaderList trailers;    // sent after the data (gRPC status)
   bool has_trailers = false;
   Signal drained;
-  Signal done;
-  Signal resumed;
-  FilterManager::Progress resumed_progress{};
 
   nghttp2_session* session() { return conn.session(); }
 
-  awaitable<bool> sendHeaders(filter::ResponseHead& head, bool end_stream,
-                              std::optional<std::uint64_t> content_length) override {
-    head.headers.set("x-request-id", ctx.request_id);
-    filters->responseHeaders(head);
+  bool bodyFollows() const override { return !(body_complete && body_in.empty()); }
+
+  awaitable<Read> readBody(std::string_view& out) override {
+    auto& limits = ctx.listener->limits;
+    while (body_in.empty() && !body_complete && !closed) {
+      body_arrived.reset();
+      co_await body_arrived.wait();
+    }
+    if (body_too_large) {
+      conn.worker().stats().count(DownstreamError::BodyTooLarge);
+      ctx.sendLocalReply(413, "request body exceeds " + std::to_string(limits.max_request_body_bytes) + " bytes",
+                         "invalid_request_error", "request_too_large");
+      co_return Read::Failed;
+    }
+    if (body_in.empty() && !body_complete) {
+      // The client reset the stream before the request ended.
+      ctx.error_source = filter::ErrorSource::Downstream;
+      ctx.error_reason = "client_disconnected";
+      co_return Read::Failed;
+    }
+    body_out = std::move(body_in);
+    body_in.clear();
+    // Open the flow-control window only as the filters take the data.
+    nghttp2_session_consume(conn.session(), id, body_out.size());
+    conn.wantWrite();
+    out = body_out;
+    co_return body_complete && body_in.empty() ? Read::Last : Read::More;
+  }
+
+  awaitable<bool> waitWatchingClient(Signal& done) override {
+    // A client reset reaches the driver through onStreamClose.
+    while (!done.notified()) co_await done.wait();
+    co_return false;
+  }
+
+  awaitable<bool> writeHead(filter::ResponseHead& head, bool end_stream,
+                            std::optional<std::uint64_t> content_length) override {
     response_started = true;
-    ctx.response_status = head.status;
     if (closed) co_return false;
     const std::string status = std::to_string(head.status);
     const std::string length = content_length ? std::to_string(*content_length) : std::string();
@@ -123,10 +149,7 @@ struct Http2Stream final : public DownstreamStream {
     co_return true;
   }
 
-  awaitable<bool> sendBody(std::string_view chunk, bool end_stream) override {
-    filters->responseBody(chunk, end_stream);
-    if (!chunk.empty() && !ctx.first_byte_at) ctx.first_byte_at = std::chrono::steady_clock::now();
-    ctx.response_body_bytes += chunk.size();
+  awaitable<bool> writeBody(std::string_view chunk, bool end_stream) override {
     if (closed) co_return false;
     out.append(chunk);
     out_eof = end_stream;
@@ -142,15 +165,7 @@ struct Http2Stream final : public DownstreamStream {
     co_return true;
   }
 
-  awaitable<void> sendLocalReply() override {
-    if (response_started) {
-      abort();
-      co_return;
-    }
-    co_await writeLocalReply(*this, ctx);
-  }
-
-  awaitable<bool> sendTrailers(const filter::HeaderList& list) override {
+  awaitable<bool> writeTrailers(const filter::HeaderList& list) override {
     if (closed) co_return false;
     trailers = list;
     out_eof = true;
@@ -161,20 +176,11 @@ struct Http2Stream final : public DownstreamStream {
     co_return true;
   }
 
-  bool responseStarted() const override { return response_started; }
-
   // A response that failed after it started ends with RST_STREAM: the
   // client sees an error, never a clean end of stream.
-  void abort() override {
+  void abortResponse() override {
     if (aborted) return;
     aborted = true;
-    const std::string_view why = ctx.error_reason;
-    using stats::AbortReason;
-    conn.worker().stats().count(why == "upstream_reset_mid_stream"       ? AbortReason::Reset
-                                : why == "upstream_timeout_mid_stream"    ? AbortReason::IdleTimeout
-                                : why == "upstream_first_token_timeout"   ? AbortReason::FirstTokenTimeout
-                                : why == "upstream_request_timeout"       ? AbortReason::RequestTimeout
-                                                                          : AbortReason::Other);
     if (closed) return;
     out_eof = false;
     if (!response_started || out.size() == out_sent) {
@@ -187,8 +193,6 @@ struct Http2Stream final : public DownstreamStream {
     }
     conn.wantWrite();
   }
-
-  void finish() override { done.notify(); }
 
   static ssize_t readCallback(nghttp2_session* session, std::int32_t stream_id, std::uint8_t* buf, std::size_t length,
                               std::uint32_t* data_flags, nghttp2_data_source*, void*) {
@@ -230,96 +234,28 @@ struct Http2Stream final : public DownstreamStream {
 
 namespace {
 
-awaitable<FilterManager::Progress> settle(Http2Stream& s, FilterManager::Progress p) {
-  if (p == FilterManager::Progress::Stopped) {
-    co_await s.resumed.wait();
-    s.resumed.reset();
-    p = s.resumed_progress;
-  }
-  co_return p;
-}
-
-// The life of one request on its own coroutine, as for HTTP/1.1: request
-// events through the filter chain, then the terminal filter streams the
-// response through the DownstreamStream calls above.
+// The life of one request on its own coroutine, as for HTTP/1.1: the
+// stream driver runs the filter chain and the terminal filter's response.
 awaitable<void> runStream(Http2Stream& s) {
   Http2Connection& conn = s.conn;
-  Worker& worker = conn.worker();
   auto& ctx = s.ctx;
-  std::vector<std::unique_ptr<filter::StreamFilter>> chain;
-  chain.reserve(ctx.listener->filters.size());
-  for (const auto& factory : ctx.listener->filters) chain.push_back(factory->create());
-  FilterManager fm(ctx, std::move(chain));
-  fm.on_resume = [&s](FilterManager::Progress p) {
-    s.resumed_progress = p;
-    s.resumed.notify();
-  };
-  s.filters = &fm;
-  worker.streamStarted();
   const auto& limits = ctx.listener->limits;
-
-  FilterManager::Progress progress;
+  // Limits nghttp2 cannot apply: answered before any filter runs.
   if (s.headers_too_large) {
-    worker.stats().count(DownstreamError::HeaderTooLarge);
+    conn.worker().stats().count(DownstreamError::HeaderTooLarge);
     ctx.sendLocalReply(431, "request headers exceed " + std::to_string(limits.max_request_header_bytes) + " bytes",
                        "invalid_request_error", "request_header_too_large");
-    progress = FilterManager::Progress::LocalReply;
   } else if (s.too_many_headers) {
-    worker.stats().count(DownstreamError::HeaderTooLarge);
+    conn.worker().stats().count(DownstreamError::HeaderTooLarge);
     ctx.sendLocalReply(431, "more than " + std::to_string(limits.max_request_headers) + " request header fields",
                        "invalid_request_error", "request_header_too_large");
-    progress = FilterManager::Progress::LocalReply;
-  } else if (!guardRequest(ctx, worker.stats())) {
-    progress = FilterManager::Progress::LocalReply;
-  } else {
-    progress = co_await settle(s, fm.requestHeaders(s.body_complete && s.body_in.empty()));
   }
-  // Whether the filters have seen the end of the request (with the head, or
-  // with a body chunk).
-  bool delivered_end = s.body_complete && s.body_in.empty();
-  while (progress == FilterManager::Progress::Done && !delivered_end && !s.closed) {
-    if (s.body_in.empty()) {
-      if (s.body_complete) {
-        // END_STREAM came in a frame of its own, after the last data.
-        delivered_end = true;
-        progress = co_await settle(s, fm.requestBody({}, true));
-        break;
-      }
-      s.body_arrived.reset();
-      co_await s.body_arrived.wait();
-      continue;
-    }
-    if (s.body_too_large) {
-      worker.stats().count(DownstreamError::BodyTooLarge);
-      ctx.sendLocalReply(413, "request body exceeds " + std::to_string(limits.max_request_body_bytes) + " bytes",
-                         "invalid_request_error", "request_too_large");
-      progress = FilterManager::Progress::LocalReply;
-      break;
-    }
-    std::string chunk = std::move(s.body_in);
-    s.body_in.clear();
-    // Open the flow-control window only as the filters take the data.
-    nghttp2_session_consume(conn.session(), s.id, chunk.size());
-    conn.wantWrite();
-    ctx.request_body_bytes += chunk.size();
-    delivered_end = s.body_complete && s.body_in.empty();
-    progress = co_await settle(s, fm.requestBody(chunk, delivered_end));
+  {
+    StreamDriver driver(conn.worker(), ctx, s, conn.listenerIndex());
+    s.driver = &driver;
+    co_await driver.run();
+    s.driver = nullptr;
   }
-  if (s.closed && progress == FilterManager::Progress::Done && !s.response_started && !s.done.notified() &&
-      !delivered_end) {
-    ctx.error_source = filter::ErrorSource::Downstream;
-    ctx.error_reason = "client_disconnected";
-  } else if (progress == FilterManager::Progress::LocalReply) {
-    co_await s.sendLocalReply();
-  } else if (progress == FilterManager::Progress::Done) {
-    // The terminal filter owns the response now; a client reset reaches it
-    // through on_downstream_gone (see onStreamClose).
-    while (!s.done.notified()) co_await s.done.wait();
-  }
-  fm.log();
-  recordStreamEnd(worker, ctx, conn.listenerIndex());
-  worker.streamEnded();
-  s.filters = nullptr;
   conn.streamFinished(s);
 }
 
@@ -339,7 +275,6 @@ struct Http2Connection::Callbacks {
     ctx.snapshot = c.worker_.snapshot();
     ctx.listener = &ctx.snapshot->listeners[c.listener_index_];
     ctx.worker = &c.worker_;
-    ctx.downstream = s.get();
     ctx.start = std::chrono::steady_clock::now();
     ctx.client_address = c.peer_ip_;
     ctx.peer_identity = c.peer_identity_;
@@ -440,7 +375,7 @@ struct Http2Connection::Callbacks {
         ++c.worker_.stats().downstream_disconnects;
         s.ctx.error_source = filter::ErrorSource::Downstream;
         s.ctx.error_reason = "client_disconnected";
-        if (s.ctx.on_downstream_gone) s.ctx.on_downstream_gone();
+        if (s.driver) s.driver->clientGone();
       }
     }
     s.body_arrived.notify();
@@ -653,7 +588,7 @@ void Http2Connection::close() {
     if (s->started && !s->coroutine_done && !s->response_complete) {
       s->ctx.error_source = filter::ErrorSource::Downstream;
       if (s->ctx.error_reason.empty()) s->ctx.error_reason = "client_disconnected";
-      if (s->ctx.on_downstream_gone) s->ctx.on_downstream_gone();
+      if (s->driver) s->driver->clientGone();
     }
     s->body_arrived.notify();
     s->drained.notify();

@@ -136,10 +136,17 @@ boost::asio::awaitable<void> writeLocalReply(DownstreamStream& ds, filter::Strea
     co_return;
   }
   head.status = reply.status;
-  head.headers.add("content-type", "application/json");
+  head.headers.add("content-type", reply.content_type.empty() ? "application/json" : reply.content_type);
   for (const auto& [k, v] : reply.extra_headers) head.headers.add(k, v);
-  std::string body = openAiErrorJson(reply);
-  if (co_await ds.sendHeaders(head, false, body.size())) co_await ds.sendBody(body, true);
+  if (!reply.chunks.empty()) {
+    // A streamed answer: each chunk goes out as it would from a model.
+    if (!co_await ds.sendHeaders(head, false, std::nullopt)) co_return;
+    for (std::size_t i = 0; i < reply.chunks.size(); ++i)
+      if (!co_await ds.sendBody(reply.chunks[i], i + 1 == reply.chunks.size())) co_return;
+    co_return;
+  }
+  const std::string body = reply.body ? *reply.body : openAiErrorJson(reply);
+  if (co_await ds.sendHeaders(head, body.empty(), body.size()) && !body.empty()) co_await ds.sendBody(body, true);
 }
 
 void recordStreamEnd(Worker& worker, const filter::StreamContext& ctx, std::uint32_t listener_index) {

@@ -105,7 +105,7 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() {
   std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+  if (!getenv("INFERMESH_KEEP_TMP")) std::filesystem::remove_all(path_, ec);
 }
 
 void TempDir::write(const std::string& name, const std::string& content) const {

@@ -14,20 +14,40 @@ class Probe : public StreamFilter {
     if (reply_on_headers) ctx.sendLocalReply(429, "slow down", "rate_limit_error", "rate_limited");
     return stop_on_headers || reply_on_headers ? FilterStatus::Stop : FilterStatus::Continue;
   }
-  FilterStatus onRequestBody(StreamContext&, std::string_view chunk, bool end) override {
-    log_.push_back(name_ + ":body:" + std::string(chunk) + (end ? ":end" : ""));
+  FilterStatus onRequestBody(StreamContext&, BodyChunk& chunk, bool end) override {
+    log_.push_back(name_ + ":body:" + std::string(chunk.view()) + (end ? ":end" : ""));
+    if (buffer_request && !end) return FilterStatus::StopAndBuffer;
     return stop_on_body ? FilterStatus::Stop : FilterStatus::Continue;
   }
-  void onResponseHeaders(StreamContext&, ResponseHead& head) override {
-    log_.push_back(name_ + ":response");
+  FilterStatus onResponseHeaders(StreamContext&, ResponseHead& head, bool end) override {
+    log_.push_back(name_ + ":response" + (end ? ":end" : ""));
     head.headers.add("x-" + name_, "1");
+    return stop_on_response ? FilterStatus::Stop : FilterStatus::Continue;
   }
+  FilterStatus onResponseBody(StreamContext&, BodyChunk& chunk, bool end) override {
+    log_.push_back(name_ + ":rbody:" + std::string(chunk.view()) + (end ? ":end" : ""));
+    if (upper_response) for (auto& ch : chunk.edit()) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    if (buffer_response && !end) return FilterStatus::StopAndBuffer;
+    return FilterStatus::Continue;
+  }
+  FilterStatus onResponseTrailers(StreamContext&, HeaderList& trailers) override {
+    log_.push_back(name_ + ":trailers");
+    trailers.add("x-" + name_ + "-trailer", "1");
+    return FilterStatus::Continue;
+  }
+  bool wantsResponseEvents() const override { return events; }
+  void onComplete(StreamContext&) override { log_.push_back(name_ + ":complete"); }
   void onLog(const StreamContext&) override { log_.push_back(name_ + ":log"); }
   void resumeNow() { callbacks_->resume(); }
 
   bool stop_on_headers = false;
   bool stop_on_body = false;
   bool reply_on_headers = false;
+  bool buffer_request = false;
+  bool buffer_response = false;
+  bool upper_response = false;
+  bool stop_on_response = false;
+  bool events = false;
 
  private:
   std::string name_;
@@ -41,16 +61,23 @@ struct Chain {
   Probe* b;
   std::unique_ptr<FilterManager> fm;
   std::vector<FilterManager::Progress> resumed;
-  Chain() {
+  explicit Chain(bool events_on_a = false) {
     auto pa = std::make_unique<Probe>("a", log);
     auto pb = std::make_unique<Probe>("b", log);
     a = pa.get();
     b = pb.get();
+    a->events = events_on_a;
     std::vector<std::unique_ptr<StreamFilter>> v;
     v.push_back(std::move(pa));
     v.push_back(std::move(pb));
     fm = std::make_unique<FilterManager>(ctx, std::move(v));
     fm->on_resume = [this](FilterManager::Progress p) { resumed.push_back(p); };
+  }
+  // A response body event; what the chain passes on.
+  std::string respond(std::string_view bytes, bool end) {
+    BodyChunk chunk(bytes);
+    EXPECT_EQ(fm->responseBody(chunk, end), FilterManager::Progress::Done);
+    return std::string(chunk.view());
   }
 };
 
@@ -61,10 +88,11 @@ TEST(FilterManager, RunsRequestPhasesInOrderAndResponseInReverse) {
   EXPECT_EQ(c.fm->requestHeaders(false), FilterManager::Progress::Done);
   EXPECT_EQ(c.fm->requestBody("xy", true), FilterManager::Progress::Done);
   ResponseHead head;
-  c.fm->responseHeaders(head);
+  EXPECT_EQ(c.fm->responseHeaders(head, true), FilterManager::Progress::Done);
   c.fm->log();
-  EXPECT_EQ(c.log, (Log{"a:headers", "b:headers", "a:body:xy:end", "b:body:xy:end", "b:response", "a:response",
-                        "a:log", "b:log"}));
+  c.fm->log();  // once only
+  EXPECT_EQ(c.log, (Log{"a:headers", "b:headers", "a:body:xy:end", "b:body:xy:end", "b:response:end",
+                        "a:response:end", "a:complete", "b:complete", "a:log", "b:log"}));
   EXPECT_TRUE(head.headers.get("x-a"));
 }
 
@@ -112,6 +140,106 @@ TEST(FilterManager, LocalReplyAfterStop) {
   ASSERT_EQ(c.resumed.size(), 1u);
   EXPECT_EQ(c.resumed[0], FilterManager::Progress::LocalReply);
   EXPECT_EQ(c.log, (Log{"a:headers"}));  // b never saw the request
+}
+
+TEST(FilterManager, StopAndBufferGivesTheKeptBytesBackWithTheNext) {
+  Chain c;
+  c.a->buffer_request = true;
+  EXPECT_EQ(c.fm->requestHeaders(false), FilterManager::Progress::Done);
+  BodyChunk first("ab");
+  EXPECT_EQ(c.fm->requestBody(first, false), FilterManager::Progress::Done);
+  EXPECT_TRUE(first.empty());  // nothing passed on yet
+  EXPECT_EQ(c.fm->requestBody("cd", false), FilterManager::Progress::Done);
+  BodyChunk last("ef");
+  EXPECT_EQ(c.fm->requestBody(last, true), FilterManager::Progress::Done);
+  EXPECT_EQ(last.view(), "abcdef");
+  EXPECT_EQ(c.log, (Log{"a:headers", "b:headers", "a:body:ab", "a:body:abcd", "a:body:abcdef:end",
+                        "b:body:abcdef:end"}));
+}
+
+TEST(FilterManager, BufferingIsBounded) {
+  Chain c;
+  c.a->buffer_request = true;
+  c.fm->requestHeaders(false);
+  const std::string mib(1024 * 1024, 'x');
+  FilterManager::Progress p = FilterManager::Progress::Done;
+  for (int i = 0; i < 9 && p == FilterManager::Progress::Done; ++i) p = c.fm->requestBody(mib, false);
+  EXPECT_EQ(p, FilterManager::Progress::LocalReply);
+  EXPECT_EQ(c.ctx.local_reply->status, 413u);
+}
+
+TEST(FilterManager, ResponseFiltersEditStopAndResume) {
+  Chain c;
+  c.b->upper_response = true;  // runs first on the way out
+  ResponseHead head;
+  c.a->stop_on_response = true;
+  EXPECT_EQ(c.fm->responseHeaders(head, false), FilterManager::Progress::Stopped);
+  c.a->resumeNow();
+  ASSERT_EQ(c.resumed.size(), 1u);
+  EXPECT_EQ(c.respond("hello", false), "HELLO");
+  // A response filter keeps data until the end.
+  c.a->buffer_response = true;
+  EXPECT_EQ(c.respond(" wor", false), "");
+  EXPECT_EQ(c.respond("ld", true), " WORLD");
+  EXPECT_EQ(c.log.back(), "a:rbody: WORLD:end");
+}
+
+TEST(FilterManager, EventFramingDeliversWholeSseEvents) {
+  Chain c(/*events_on_a=*/true);
+  ResponseHead head;
+  head.headers.add("content-type", "text/event-stream");
+  c.fm->responseHeaders(head, false);
+  EXPECT_EQ(c.respond("data: 1\n\ndata: 2\n\nda", false), "data: 1\n\ndata: 2\n\n");
+  EXPECT_EQ(c.respond("ta: 3", false), "");  // no whole event yet
+  EXPECT_EQ(c.respond("\n\n", false), "data: 3\n\n");
+  EXPECT_EQ(c.respond("data: [DONE]", true), "data: [DONE]");  // the end flushes
+  std::vector<std::string> events;
+  forEachEvent("data: a\n\ndata: b\r\n\r\ndata: c", false, [&](std::string_view e) { events.emplace_back(e); });
+  EXPECT_EQ(events, (std::vector<std::string>{"data: a", "data: b", "data: c"}));
+}
+
+TEST(FilterManager, NoFramingWithoutAFilterThatAsks) {
+  Chain c;
+  ResponseHead head;
+  head.headers.add("content-type", "text/event-stream");
+  c.fm->responseHeaders(head, false);
+  EXPECT_EQ(c.respond("data: 1\n\nda", false), "data: 1\n\nda");
+}
+
+TEST(FilterManager, TrailersComeAfterTheBodyEnds) {
+  Chain c;
+  ResponseHead head;
+  c.fm->responseHeaders(head, false);
+  c.respond("x", false);
+  c.respond("", true);
+  HeaderList trailers;
+  trailers.add("grpc-status", "0");
+  EXPECT_EQ(c.fm->responseTrailers(trailers), FilterManager::Progress::Done);
+  EXPECT_EQ(c.log, (Log{"b:response", "a:response", "b:rbody:x", "a:rbody:x", "b:rbody::end", "a:rbody::end",
+                        "b:trailers", "a:trailers"}));
+  EXPECT_TRUE(trailers.get("x-a-trailer"));
+}
+
+TEST(StreamContext, TypedStateAndCancelHooks) {
+  static const StateKey<std::string> kTenant;
+  static const StateKey<int> kTokens;
+  StreamContext ctx;
+  EXPECT_EQ(ctx.state.get(kTenant), nullptr);
+  ctx.state.emplace(kTenant, "team-a");
+  ctx.state.emplace(kTokens, 42);
+  EXPECT_EQ(*ctx.state.get(kTenant), "team-a");
+  EXPECT_EQ(*ctx.state.get(kTokens), 42);
+  int cancelled = 0;
+  ctx.addCancelHook([&] { ++cancelled; });
+  {
+    CancelHook scoped(ctx, [&] { cancelled += 10; });
+  }
+  CancelSlot slot;
+  slot.set(ctx, [&] { cancelled += 100; });
+  slot.set(ctx, [&] { cancelled += 1000; });  // replaces
+  ctx.cancel();
+  ctx.cancel();  // once
+  EXPECT_EQ(cancelled, 1001);
 }
 
 TEST(HeaderList, CaseInsensitive) {

@@ -1,0 +1,228 @@
+#include "proxy/server/stream_driver.h"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <algorithm>
+
+#include "proxy/config/snapshot.h"
+#include "proxy/server/http_util.h"
+#include "proxy/server/request_guard.h"
+#include "proxy/server/worker.h"
+
+namespace infermesh::proxy {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+
+namespace {
+
+std::vector<std::unique_ptr<filter::StreamFilter>> makeChain(const filter::StreamContext& ctx) {
+  std::vector<std::unique_ptr<filter::StreamFilter>> chain;
+  chain.reserve(ctx.listener->filters.size());
+  for (const auto& factory : ctx.listener->filters) chain.push_back(factory->create());
+  return chain;
+}
+
+stats::AbortReason abortReason(std::string_view why) {
+  using stats::AbortReason;
+  return why == "upstream_reset_mid_stream"       ? AbortReason::Reset
+         : why == "upstream_timeout_mid_stream"    ? AbortReason::IdleTimeout
+         : why == "upstream_first_token_timeout"   ? AbortReason::FirstTokenTimeout
+         : why == "upstream_request_timeout"       ? AbortReason::RequestTimeout
+                                                   : AbortReason::Other;
+}
+
+}  // namespace
+
+StreamDriver::StreamDriver(Worker& worker, filter::StreamContext& ctx, CodecStream& codec,
+                           std::uint32_t listener_index)
+    : worker_(worker),
+      ctx_(ctx),
+      codec_(codec),
+      listener_index_(listener_index),
+      filters_(ctx, makeChain(ctx), this),
+      done_(worker.io().get_executor()),
+      resumed_(worker.io().get_executor()) {
+  ctx_.downstream = this;
+  filters_.on_resume = [this](Progress p) {
+    resumed_progress_ = p;
+    resumed_.notify();
+  };
+}
+
+StreamDriver::~StreamDriver() {
+  *alive_ = false;
+  for (auto& [id, timer] : timers_) timer->cancel();
+}
+
+awaitable<StreamDriver::Progress> StreamDriver::settle(Progress p) {
+  // A filter holds the event; reading (from the client, or from upstream
+  // for a response event) waits until it lets go.
+  if (p == Progress::Stopped) {
+    if (!cancelled_) co_await resumed_.wait();
+    resumed_.reset();
+    p = cancelled_ ? Progress::Stopped : resumed_progress_;
+  }
+  co_return p;
+}
+
+awaitable<void> StreamDriver::run() {
+  worker_.streamStarted();
+  Progress progress = Progress::LocalReply;
+  // A codec may refuse the request before any filter sees it (HTTP/2 header
+  // limits); the guard may refuse it too.
+  if (!ctx_.local_reply && guardRequest(ctx_, worker_.stats())) {
+    bool more = codec_.bodyFollows();
+    progress = co_await settle(filters_.requestHeaders(!more));
+    if (progress == Progress::Done && more) co_await codec_.beforeBody();
+    std::string_view buf;
+    while (progress == Progress::Done && more) {
+      const auto read = co_await codec_.readBody(buf);
+      if (read == CodecStream::Read::Failed) {
+        // Nobody to answer when the client left; else answer the codec's reply.
+        progress = ctx_.local_reply ? Progress::LocalReply : Progress::Stopped;
+        break;
+      }
+      more = read == CodecStream::Read::More;
+      ctx_.request_body_bytes += buf.size();
+      filter::BodyChunk chunk(buf);
+      progress = co_await settle(filters_.requestBody(chunk, !more));
+    }
+  }
+  if (progress == Progress::LocalReply) {
+    co_await sendLocalReply();
+  } else if (progress == Progress::Done) {
+    // The terminal filter owns the response now. If the client leaves
+    // first, its work is cancelled rather than left generating tokens
+    // nobody will read.
+    if (co_await codec_.waitWatchingClient(done_)) {
+      ++worker_.stats().downstream_disconnects;
+      ctx_.error_source = filter::ErrorSource::Downstream;
+      ctx_.error_reason = "client_disconnected";
+      cancel();
+    }
+    while (!done_.notified()) co_await done_.wait();
+  }
+  filters_.log();
+  recordStreamEnd(worker_, ctx_, listener_index_);
+  worker_.streamEnded();
+}
+
+awaitable<bool> StreamDriver::sendHeaders(filter::ResponseHead& head, bool end_stream,
+                                          std::optional<std::uint64_t> content_length) {
+  head.headers.set("x-request-id", ctx_.request_id);
+  if (!bypass_response_filters_) {
+    head.content_length = content_length;
+    const Progress p = co_await settle(filters_.responseHeaders(head, end_stream));
+    if (p == Progress::LocalReply) {
+      co_await replyFromResponseSide();
+      co_return false;
+    }
+    if (p == Progress::Stopped) co_return false;  // the stream was reset meanwhile
+    content_length = head.content_length;
+  }
+  response_started_ = true;
+  ctx_.response_status = head.status;
+  co_return co_await codec_.writeHead(head, end_stream, content_length);
+}
+
+awaitable<bool> StreamDriver::writeOut(std::string_view bytes, bool end_stream) {
+  if (!bytes.empty() && !ctx_.first_byte_at) ctx_.first_byte_at = std::chrono::steady_clock::now();
+  ctx_.response_body_bytes += bytes.size();
+  if (bytes.empty() && !end_stream) co_return true;
+  co_return co_await codec_.writeBody(bytes, end_stream);
+}
+
+awaitable<bool> StreamDriver::sendBody(std::string_view bytes, bool end_stream) {
+  if (bypass_response_filters_) co_return co_await writeOut(bytes, end_stream);
+  filter::BodyChunk chunk(bytes);
+  Progress p = filters_.responseBody(chunk, end_stream);
+  const bool held = p == Progress::Stopped;
+  p = co_await settle(p);
+  if (p != Progress::Done) {
+    // Too late for another answer: the client sees the response fail.
+    abort();
+    co_return false;
+  }
+  co_return co_await writeOut((held ? filters_.pendingChunk() : chunk).view(), end_stream);
+}
+
+awaitable<bool> StreamDriver::sendTrailers(filter::HeaderList& trailers) {
+  if (!bypass_response_filters_) {
+    // Every filter sees the body end before the trailers.
+    filter::BodyChunk tail;
+    Progress p = filters_.responseBody(tail, true);
+    const bool held = p == Progress::Stopped;
+    p = co_await settle(p);
+    if (p != Progress::Done) {
+      abort();
+      co_return false;
+    }
+    const std::string_view rest = (held ? filters_.pendingChunk() : tail).view();
+    if (!rest.empty() && !co_await writeOut(rest, false)) co_return false;
+    p = co_await settle(filters_.responseTrailers(trailers));
+    if (p != Progress::Done) {
+      abort();
+      co_return false;
+    }
+  }
+  co_return co_await codec_.writeTrailers(trailers);
+}
+
+awaitable<void> StreamDriver::sendLocalReply() {
+  if (response_started_) {
+    abort();
+    co_return;
+  }
+  co_await writeLocalReply(*this, ctx_);
+}
+
+awaitable<void> StreamDriver::replyFromResponseSide() {
+  // The reply's own head and body skip the response filters: one of them
+  // produced it, and running them again could answer again.
+  bypass_response_filters_ = true;
+  co_await writeLocalReply(*this, ctx_);
+}
+
+void StreamDriver::abort() {
+  if (aborted_) return;
+  aborted_ = true;
+  worker_.stats().count(abortReason(ctx_.error_reason));
+  codec_.abortResponse();
+}
+
+std::uint64_t StreamDriver::startTimer(std::chrono::milliseconds delay, std::function<void()> fn) {
+  auto timer = std::make_shared<asio::steady_timer>(worker_.io(), delay);
+  const std::uint64_t id = ++last_timer_;
+  timers_.emplace_back(id, timer);
+  timer->async_wait([this, alive = alive_, id, fn = std::move(fn)](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    cancelTimer(id);
+    fn();
+  });
+  return id;
+}
+
+void StreamDriver::cancelTimer(std::uint64_t id) {
+  auto it = std::find_if(timers_.begin(), timers_.end(), [id](const auto& t) { return t.first == id; });
+  if (it == timers_.end()) return;
+  it->second->cancel();
+  timers_.erase(it);
+}
+
+void StreamDriver::cancel() {
+  cancelled_ = true;
+  ctx_.cancel();
+  // A held event will not be resumed by anyone now.
+  resumed_.notify();
+}
+
+void StreamDriver::resetStream() {
+  if (ctx_.error_reason.empty()) ctx_.error_reason = "reset_by_filter";
+  ctx_.error_source = filter::ErrorSource::Internal;
+  cancel();
+  abort();
+  done_.notify();
+}
+
+}  // namespace infermesh::proxy
