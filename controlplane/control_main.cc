@@ -18,7 +18,6 @@
 #include "controlplane/ads_service.h"
 #include "controlplane/dir_watcher.h"
 #include "controlplane/snapshot_cache.h"
-#include "filters/builtin.h"
 #include "proxy/common/json_string.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
@@ -129,7 +128,6 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("infermesh-control"));
   spdlog::set_level(spdlog::level::from_str(opt.log_level));
   std::signal(SIGPIPE, SIG_IGN);
-  filters::registerBuiltinFilters();
 
   boost::asio::io_context io(1);
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);

@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "filters/builtin.h"
 #include "filters/router/route_matcher.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
@@ -31,7 +30,6 @@ int usage() {
 }
 
 config::CompileResult load(const std::string& path) {
-  filters::registerBuiltinFilters();
   return config::loadAndCompile(path, 1);
 }
 

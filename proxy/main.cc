@@ -9,7 +9,6 @@
 
 #include <unistd.h>
 
-#include "filters/builtin.h"
 #include "proxy/config/node_selector.h"
 #include "proxy/server/server.h"
 
@@ -94,6 +93,5 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("infermesh"));
   spdlog::set_level(spdlog::level::from_str(log_level));
   std::signal(SIGPIPE, SIG_IGN);
-  infermesh::filters::registerBuiltinFilters();
   return infermesh::proxy::Server(std::move(options)).run();
 }

@@ -4,7 +4,6 @@
 
 #include <string>
 
-#include "filters/builtin.h"
 #include "filters/router/model_extractor.h"
 #include "filters/router/model_selector.h"
 #include "filters/router/route_matcher.h"
@@ -17,7 +16,6 @@ namespace {
 using namespace infermesh;
 
 std::shared_ptr<const config::Snapshot> thousandModels() {
-  filters::registerBuiltinFilters();
   std::string yaml =
       "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\n"
       "spec: {address: '127.0.0.1:0', filters: [{name: router}]}\n";
@@ -58,7 +56,6 @@ BENCHMARK(BM_MatchRoute1000)->Arg(0)->Arg(500)->Arg(999);
 // 1,000 routes without a model condition, told apart by a tenant header:
 // the worst case, every route is tried in order.
 void BM_MatchRouteByHeader1000(benchmark::State& state) {
-  filters::registerBuiltinFilters();
   std::string yaml =
       "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\n"
       "spec: {address: '127.0.0.1:0', filters: [{name: router}]}\n"
@@ -112,7 +109,6 @@ BENCHMARK(BM_PickEndpoint)->ArgName("policy")->DenseRange(0, 4);
 // The whole per-request decision with 1,000 models: route match, then an
 // "auto" selection over every model by price, then the endpoint pick.
 void BM_RoutingDecision1000Auto(benchmark::State& state) {
-  filters::registerBuiltinFilters();
   std::string yaml =
       "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\n"
       "spec: {address: '127.0.0.1:0', filters: [{name: router}]}\n"

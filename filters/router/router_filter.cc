@@ -20,7 +20,7 @@
 #include "filters/router/mirror.h"
 #include "filters/router/model_extractor.h"
 #include "filters/router/model_selector.h"
-#include "filters/router/route_matcher.h"
+#include "filters/router/target_resolver.h"
 #include "filters/router/upstream_connect.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/tls/spiffe_id.h"
@@ -84,10 +84,11 @@ class RouterFilter final : public filter::StreamFilter {
   }
 
   FilterStatus onRequestBody(StreamContext& ctx, filter::BodyChunk& body, bool end_stream) override {
-    const std::string_view chunk = body.view();
-    // The model is in the JSON body, so the body is held until complete;
-    // the listener's body limit bounds it.
-    body_.append(chunk);
+    // Held until complete (the listener's body limit bounds it). Target
+    // resolution hands the whole body over as one chunk of its own, which
+    // is taken without a copy.
+    if (body_.empty() && end_stream && body.owned()) body_.swap(body.edit());
+    else body_.append(body.view());
     if (end_stream) start(ctx);
     return FilterStatus::Continue;
   }
@@ -113,101 +114,13 @@ class RouterFilter final : public filter::StreamFilter {
   // The connection cancelled the exchange because the client went away.
   static bool clientLeft(const StreamContext& ctx) { return ctx.error_source == filter::ErrorSource::Downstream; }
 
-  void reject(StreamContext& ctx, DownstreamError e, unsigned status, std::string message, const char* type,
-              const char* code) {
-    ctx.worker->stats().count(e);
-    ctx.sendLocalReply(status, std::move(message), type, code);
-  }
-
   void start(StreamContext& ctx) {
-    // The client's content-type only says how to read the model for route
-    // matching; the target model's protocol decides the format (below).
+    // Usually resolved by the target_resolution filter at the head of the
+    // chain; again here when a filter since changed what it reads.
+    if ((ctx.route == nullptr || ctx.reresolve) && !resolveTarget(ctx, body_)) return;
+    ctx.reresolve = false;
     grpc_ = proxy::isGrpc(ctx.request);
-    bool repeated_model = false;
-    if (grpc_) {
-      // An Open Inference Protocol call names its model inside the first
-      // protobuf message; other gRPC calls route by path and headers.
-      if (!body_.empty()) oipModelName(body_, ctx.model, repeated_model);
-      ctx.stream = true;
-    } else if (!body_.empty()) {
-      thread_local ModelExtractor extractor;
-      ModelExtractor::ensurePadding(body_);
-      BodyFields fields;
-      if (auto err = extractor.extract(body_, fields); err != ExtractError::None)
-        return reject(ctx, DownstreamError::InvalidJson, 400, describe(err), "invalid_request_error",
-                      err == ExtractError::DuplicateModel ? "duplicate_model" : "invalid_json");
-      ctx.model = std::move(fields.model);
-      ctx.stream = fields.stream;
-    }
-    const auto* route = matchRoute(*ctx.snapshot, ctx.listener->index, ctx.request, ctx.model);
-    if (route == nullptr)
-      return reject(ctx, DownstreamError::NoRoute, 404,
-                    "no route for " + ctx.request.method + " " + std::string(ctx.request.path()) +
-                        (ctx.model.empty() ? "" : " with model \"" + ctx.model + "\""),
-                    "invalid_request_error", "no_route");
-    ctx.route = route;
     if (auto regions = ctx.request.headers.get("x-infermesh-regions")) request_regions_ = parseRegionList(*regions);
-    const config::ModelConfig* target = nullptr;
-    // The route's target is authoritative: a pinned or split route ignores
-    // "auto" and the capability header, and only a route that configures
-    // autoSelect selects, within what it allows.
-    const bool selects = route->target == nullptr && route->split.empty() && route->auto_select.enabled;
-    const auto capability = selects ? ctx.request.headers.get("x-infermesh-capability") : std::nullopt;
-    if (selects && (ctx.model == "auto" || capability)) {
-      auto& worker = *ctx.worker;
-      AutoRequest req;
-      req.capability = capability ? *capability : std::string_view(route->auto_select.capability);
-      if (!route->auto_select.allows(req.capability))
-        return reject(ctx, DownstreamError::UnknownModel, 404,
-                      "route `" + route->name + "` does not offer capability \"" + std::string(req.capability) + "\"",
-                      "invalid_request_error", "no_capable_model");
-      req.prompt_tokens = promptTokenEstimate();
-      req.allowed_regions = &route->residency;
-      req.request_regions = &request_regions_;
-      req.observed_ttft = [&worker](const config::ModelConfig& m) {
-        return upstream::currentEwma(worker.modelLatency(m.stats_id), upstream::Clock::now());
-      };
-      req.available = [&worker](const config::ModelConfig& m) {
-        const auto now = upstream::Clock::now();
-        for (const auto& ep : m.endpoints)
-          if (worker.endpointStates().get(ep.key).available(now)) return true;
-        return false;
-      };
-      target = selectModel(*ctx.snapshot, *route, req);
-      if (target == nullptr)
-        return reject(ctx, DownstreamError::UnknownModel, 404,
-                      "no model with capability \"" + std::string(req.capability) + "\" may serve this request",
-                      "invalid_request_error", "no_capable_model");
-    } else if (!route->split.empty()) {
-      target = pickSplit(*route, static_cast<std::uint32_t>(ctx.worker->rng()() % route->split_total));
-    } else if (route->target != nullptr) {
-      target = route->target;
-    } else {
-      if (ctx.model.empty())
-        return reject(ctx, DownstreamError::MissingModel, 400, "request body must name a \"model\"",
-                      "invalid_request_error", "missing_model");
-      target = ctx.snapshot->findModel(ctx.model);
-      if (target == nullptr)
-        return reject(ctx, DownstreamError::UnknownModel, 404, "The model `" + ctx.model + "` does not exist",
-                      "invalid_request_error", "model_not_found");
-    }
-    // A body the proxy cannot read as its model's format would reach the
-    // backend unchecked (a JSON request labelled application/grpc, say).
-    if (grpc_ != (target->body_format == config::BodyFormat::OpenInference))
-      return reject(ctx, DownstreamError::BadRequest, 415,
-                    std::string("model `") + target->name + "` takes " +
-                        (target->body_format == config::BodyFormat::OpenInference ? "Open Inference Protocol gRPC"
-                                                                                 : "OpenAI-style JSON") +
-                        " requests",
-                    "invalid_request_error", "unsupported_body_format");
-    ctx.target_model = target;
-    // The backend may know the model under another name (alias, upstreamModel);
-    // a gRPC body naming the model twice is normalised to the one routed.
-    if (!ctx.model.empty() && (ctx.model != target->upstream_model || repeated_model)) {
-      if (!rewriteBodyModel(body_, *target) && repeated_model)
-        return reject(ctx, DownstreamError::BadRequest, 400, "the request names model_name more than once",
-                      "invalid_request_error", "duplicate_model");
-    }
     asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
   }
 
@@ -1183,17 +1096,16 @@ class RouterFactory final : public filter::FilterFactory {
   bool terminal() const override { return true; }
 };
 
-}  // namespace
-
-void registerRouterFilter() {
-  filter::FilterRegistry::instance().add(
-      "router", [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
-        if (config_json != "{}" && !config_json.empty()) {
-          error = "the router filter takes no config";
-          return nullptr;
-        }
-        return std::make_shared<RouterFactory>();
-      });
+std::shared_ptr<const filter::FilterFactory> buildRouter(std::string_view config_json, std::string& error) {
+  if (config_json != "{}" && !config_json.empty()) {
+    error = "the router filter takes no config";
+    return nullptr;
+  }
+  return std::make_shared<RouterFactory>();
 }
+
+const filter::Registration kRegistered{"router", &buildRouter};
+
+}  // namespace
 
 }  // namespace infermesh::router

@@ -15,6 +15,8 @@
 #include "proxy/stats/name_table.h"
 
 namespace infermesh::config {
+
+constexpr std::string_view kTargetResolution = "target_resolution";
 namespace {
 
 namespace pb = google::protobuf;
@@ -443,9 +445,19 @@ class Compiler {
     }
 
     if (spec.filters().empty()) errors_.push_back(l.error("spec.filters", "at least the router filter is required"));
+    // Target resolution runs before every filter of a chain (route, models
+    // and price are known to them all); it is not listed in YAML.
+    if (const auto* resolve = filter::FilterRegistry::instance().find(kTargetResolution)) {
+      std::string error;
+      if (auto factory = (*resolve)("{}", error)) lc.filters.push_back(std::move(factory));
+    }
     for (int i = 0; i < spec.filters_size(); ++i) {
       const auto& f = spec.filters(i);
       const std::string path = "spec.filters[" + std::to_string(i) + "]";
+      if (f.name() == kTargetResolution) {
+        errors_.push_back(l.error(path + ".name", "target_resolution runs first in every chain by itself; remove it"));
+        continue;
+      }
       const auto* builder = filter::FilterRegistry::instance().find(f.name());
       if (builder == nullptr) {
         errors_.push_back(l.error(path + ".name", "unknown filter \"" + f.name() + "\""));

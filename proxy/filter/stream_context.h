@@ -185,11 +185,13 @@ struct StreamContext {
   std::string peer_identity;  // the client certificate's SPIFFE ID (mTLS), else empty
   std::chrono::steady_clock::time_point start;
 
-  // Filled by the router once the body has been read.
+  // Filled by target resolution (filters/router/target_resolver.h) once the
+  // body has been read, before the policy filters run.
   std::string model;  // as named by the client
   bool stream = false;
   const config::RouteConfig* route = nullptr;
-  const config::ModelConfig* target_model = nullptr;
+  const config::ModelConfig* target_model = nullptr;  // its pricing is the price
+  bool reresolve = false;  // a filter changed the model or routing headers: resolve again
   std::string upstream_address;
   int upstream_attempts = 0;
 

@@ -4,7 +4,6 @@
 
 #include <map>
 
-#include "filters/builtin.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
 
@@ -12,7 +11,6 @@ namespace infermesh::router {
 namespace {
 
 std::shared_ptr<const config::Snapshot> compile(const std::string& yaml) {
-  filters::registerBuiltinFilters();
   config::YamlLoader loader;
   loader.loadText(yaml, "test.yaml");
   EXPECT_TRUE(loader.errors().empty()) << config::joinErrors(loader.errors());

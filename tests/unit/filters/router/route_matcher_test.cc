@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "filters/builtin.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
 
@@ -12,7 +11,6 @@ namespace {
 class RouteMatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    filters::registerBuiltinFilters();
     config::YamlLoader loader;
     loader.loadText(R"(
 apiVersion: infermesh.io/v1

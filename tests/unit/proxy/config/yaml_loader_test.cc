@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "filters/builtin.h"
 #include "proxy/config/compiler.h"
 
 namespace infermesh::config {
@@ -33,7 +32,7 @@ spec:
 
 class LoaderTest : public ::testing::Test {
  protected:
-  void SetUp() override { filters::registerBuiltinFilters(); }
+
 
   CompileResult load(const std::string& text) {
     YamlLoader loader;
