@@ -130,38 +130,12 @@ bool resolveTarget(StreamContext& ctx, std::string& body) {
 
 namespace {
 
-// First in every chain that ends in the router (the compiler puts it
-// there): holds the body until it is complete, then resolves the target,
-// so the filters between see route and models.
-class TargetResolutionFilter final : public filter::StreamFilter {
+class Resolver final : public filter::TargetResolver {
  public:
-  filter::FilterStatus onRequestHeaders(StreamContext& ctx, bool end_stream) override {
-    if (!end_stream) return filter::FilterStatus::Continue;
-    std::string none;
-    resolveTarget(ctx, none);
-    return filter::FilterStatus::Continue;
-  }
-  filter::FilterStatus onRequestBody(StreamContext& ctx, filter::BodyChunk& chunk, bool end_stream) override {
-    if (!end_stream) return filter::FilterStatus::StopAndBuffer;
-    resolveTarget(ctx, chunk.edit());  // a local reply, if any, ends the chain here
-    return filter::FilterStatus::Continue;
-  }
+  bool resolve(StreamContext& ctx, std::string& body) const override { return resolveTarget(ctx, body); }
 };
 
-class TargetResolutionFactory final : public filter::FilterFactory {
- public:
-  std::unique_ptr<filter::StreamFilter> create() const override { return std::make_unique<TargetResolutionFilter>(); }
-};
-
-std::shared_ptr<const filter::FilterFactory> build(std::string_view config_json, std::string& error) {
-  if (config_json != "{}" && !config_json.empty()) {
-    error = "target_resolution takes no config";
-    return nullptr;
-  }
-  return std::make_shared<TargetResolutionFactory>();
-}
-
-const filter::Registration kRegistered{"target_resolution", &build};
+const filter::Registration kRegistered{std::make_shared<Resolver>()};
 
 }  // namespace
 }  // namespace infermesh::router

@@ -15,10 +15,10 @@ namespace infermesh::router {
 // ctx.target_model. Returns false, with ctx.local_reply set and the cause
 // counted, when the request cannot be served.
 //
-// The "target_resolution" filter runs it first in every chain that ends in
-// the router, once the body is complete, so every later filter sees the
-// route, the requested and the target model (and its price). A filter that
-// changes what resolution reads sets ctx.reresolve; the router then
+// Registered as the filter::TargetResolver: the stream driver runs it once
+// the body is complete and before the first filter, so every filter sees
+// the route, the requested and the target model (and its price). A filter
+// that changes what resolution reads sets ctx.reresolve; the router then
 // resolves again before it forwards.
 bool resolveTarget(filter::StreamContext& ctx, std::string& body);
 

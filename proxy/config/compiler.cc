@@ -15,8 +15,6 @@
 #include "proxy/stats/name_table.h"
 
 namespace infermesh::config {
-
-constexpr std::string_view kTargetResolution = "target_resolution";
 namespace {
 
 namespace pb = google::protobuf;
@@ -445,19 +443,13 @@ class Compiler {
     }
 
     if (spec.filters().empty()) errors_.push_back(l.error("spec.filters", "at least the router filter is required"));
-    // Target resolution runs before every filter of a chain (route, models
-    // and price are known to them all); it is not listed in YAML.
-    if (const auto* resolve = filter::FilterRegistry::instance().find(kTargetResolution)) {
-      std::string error;
-      if (auto factory = (*resolve)("{}", error)) lc.filters.push_back(std::move(factory));
-    }
+    // Target resolution runs before every filter of the chain (route,
+    // models and price are known to them all); it is not listed in YAML.
+    lc.resolver = filter::FilterRegistry::instance().resolver();
     for (int i = 0; i < spec.filters_size(); ++i) {
       const auto& f = spec.filters(i);
       const std::string path = "spec.filters[" + std::to_string(i) + "]";
-      if (f.name() == kTargetResolution) {
-        errors_.push_back(l.error(path + ".name", "target_resolution runs first in every chain by itself; remove it"));
-        continue;
-      }
+
       const auto* builder = filter::FilterRegistry::instance().find(f.name());
       if (builder == nullptr) {
         errors_.push_back(l.error(path + ".name", "unknown filter \"" + f.name() + "\""));
@@ -475,6 +467,7 @@ class Compiler {
         errors_.push_back(l.error(path + ".name", last ? "the last filter must be terminal (router)"
                                                        : "a terminal filter must be last"));
       lc.filters.push_back(std::move(factory));
+      lc.filter_names.push_back(f.name());
     }
     snap.listeners.push_back(std::move(lc));
   }
@@ -637,6 +630,34 @@ class Compiler {
     }
     if (spec.has_hold_head_until_first_byte())
       rc.head_hold = spec.hold_head_until_first_byte() ? HeadHold::Always : HeadHold::Never;
+    for (int i = 0; i < spec.filters_size(); ++i) {
+      const auto& f = spec.filters(i);
+      const std::string path = "spec.filters[" + std::to_string(i) + "]";
+      const auto* builder = filter::FilterRegistry::instance().find(f.name());
+      if (builder == nullptr) {
+        errors_.push_back(rt.error(path + ".name", "unknown filter \"" + f.name() + "\""));
+        continue;
+      }
+      filter::RouteFilterOverride o;
+      o.name = f.name();
+      o.disabled = f.disabled();
+      if (f.disabled() && f.has_config())
+        errors_.push_back(rt.error(path + ".config", "a disabled filter takes no config"));
+      if (!f.disabled()) {
+        std::string json, error;
+        (void)pb::util::MessageToJsonString(f.config(), &json);
+        o.factory = (*builder)(json, error);
+        if (!o.factory) {
+          errors_.push_back(rt.error(path + ".config", error));
+          continue;
+        }
+        if (o.factory->terminal()) {
+          errors_.push_back(rt.error(path + ".name", "the terminal filter cannot be set per route"));
+          continue;
+        }
+      }
+      rc.filter_overrides.push_back(std::move(o));
+    }
     out.emplace_back(spec.order(), std::move(rc));
   }
 

@@ -214,6 +214,8 @@ struct RouteConfig {
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds first_token_timeout{0};  // 0: none
   HeadHold head_hold = HeadHold::Streaming;
+  // Route-specific configs for filters of the listener's chain, by name.
+  std::vector<filter::RouteFilterOverride> filter_overrides;
   std::vector<FallbackConfig> fallbacks;
   std::vector<WeightedModel> split;  // instead of target
   std::uint32_t split_total = 0;
@@ -266,6 +268,8 @@ struct ListenerConfig {
   ListenerTlsConfig tls;
   ListenerLimits limits;
   std::vector<std::shared_ptr<const filter::FilterFactory>> filters;
+  std::vector<std::string> filter_names;  // parallel to filters
+  std::shared_ptr<const filter::TargetResolver> resolver;  // null: filters see no route
   std::string access_log;  // path, "stdout", or empty
   common::PathNormalization path_normalization;
   // x-infermesh-* request headers are removed unless the peer is trusted

@@ -105,15 +105,29 @@ class FilterFactory {
 using FilterFactoryBuilder =
     std::function<std::shared_ptr<const FilterFactory>(std::string_view config_json, std::string& error)>;
 
+// Target resolution (DESIGN.md section 4, step 4), run by the stream driver
+// once the request body is complete and before any filter: sets
+// ctx.model, ctx.stream, ctx.route and ctx.target_model, and may rewrite the
+// body. Returns false with ctx.local_reply set when the request cannot be
+// served. Implemented next to the router (filters/router/target_resolver.h).
+class TargetResolver {
+ public:
+  virtual ~TargetResolver() = default;
+  virtual bool resolve(StreamContext& ctx, std::string& body) const = 0;
+};
+
 // Filters register by name; listeners name them in YAML.
 class FilterRegistry {
  public:
   static FilterRegistry& instance();
   void add(std::string name, FilterFactoryBuilder builder);
   const FilterFactoryBuilder* find(std::string_view name) const;
+  void setResolver(std::shared_ptr<const TargetResolver> r) { resolver_ = std::move(r); }
+  const std::shared_ptr<const TargetResolver>& resolver() const { return resolver_; }
 
  private:
   std::vector<std::pair<std::string, FilterFactoryBuilder>> builders_;
+  std::shared_ptr<const TargetResolver> resolver_;
 };
 
 // Registers a filter at start-up from its own source file:
@@ -124,6 +138,18 @@ struct Registration {
   Registration(std::string name, FilterFactoryBuilder builder) {
     FilterRegistry::instance().add(std::move(name), std::move(builder));
   }
+  explicit Registration(std::shared_ptr<const TargetResolver> resolver) {
+    FilterRegistry::instance().setResolver(std::move(resolver));
+  }
+};
+
+// A Route's setting for one filter of the listener's chain: its own config
+// (compiled by the filter's builder into a factory, once per config
+// version), or the filter turned off on that route.
+struct RouteFilterOverride {
+  std::string name;
+  std::shared_ptr<const FilterFactory> factory;  // null when disabled
+  bool disabled = false;
 };
 
 }  // namespace infermesh::filter

@@ -99,6 +99,25 @@ FilterManager::FilterManager(StreamContext& ctx, std::vector<std::unique_ptr<Str
   }
 }
 
+void FilterManager::applyRoute(const std::vector<std::string>& names,
+                               const std::vector<RouteFilterOverride>& overrides) {
+  if (overrides.empty()) return;
+  std::vector<std::unique_ptr<StreamFilter>> chain;
+  chain.reserve(filters_.size());
+  frame_events_ = false;
+  for (std::size_t i = 0; i < filters_.size(); ++i) {
+    const RouteFilterOverride* o = nullptr;
+    for (const auto& candidate : overrides)
+      if (i < names.size() && candidate.name == names[i]) o = &candidate;
+    if (o != nullptr && o->disabled) continue;
+    auto f = o != nullptr ? o->factory->create() : std::move(filters_[i]);
+    f->setCallbacks(*this);
+    frame_events_ = frame_events_ || f->wantsResponseEvents();
+    chain.push_back(std::move(f));
+  }
+  filters_ = std::move(chain);
+}
+
 FilterStatus FilterManager::call(StreamFilter& f) {
   switch (pending_) {
     case Event::RequestHeaders: return f.onRequestHeaders(ctx_, end_stream_);

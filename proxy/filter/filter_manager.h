@@ -41,6 +41,11 @@ class FilterManager final : private FilterCallbacks {
   FilterManager(const FilterManager&) = delete;
   FilterManager& operator=(const FilterManager&) = delete;
 
+  // Once the route is known: filters the route configures differently are
+  // recreated from the route's factory, those it turns off leave the chain.
+  // `names` parallels the chain the manager was built with. Before any event.
+  void applyRoute(const std::vector<std::string>& names, const std::vector<RouteFilterOverride>& overrides);
+
   // Request side. A body event that returns Done leaves in `chunk` what the
   // last filter passed on.
   Progress requestHeaders(bool end_stream);

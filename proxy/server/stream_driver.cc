@@ -66,27 +66,58 @@ awaitable<StreamDriver::Progress> StreamDriver::settle(Progress p) {
   co_return p;
 }
 
+awaitable<StreamDriver::Progress> StreamDriver::resolveThenFilter() {
+  // Target resolution reads the whole body first (bounded by the
+  // listener's body limit, which the codec enforces).
+  const bool had_body = codec_.bodyFollows();
+  std::string body;
+  if (had_body) co_await codec_.beforeBody();
+  for (bool more = had_body; more;) {
+    std::string_view piece;
+    const auto read = co_await codec_.readBody(piece);
+    if (read == CodecStream::Read::Failed) co_return ctx_.local_reply ? Progress::LocalReply : Progress::Stopped;
+    more = read == CodecStream::Read::More;
+    ctx_.request_body_bytes += piece.size();  // the HTTP/2 codec's body limit counts it
+    body.append(piece);
+  }
+  if (!ctx_.listener->resolver->resolve(ctx_, body)) co_return Progress::LocalReply;
+  filters_.applyRoute(ctx_.listener->filter_names, ctx_.route->filter_overrides);
+  Progress progress = co_await settle(filters_.requestHeaders(!had_body));
+  if (progress != Progress::Done || !had_body) co_return progress;
+  filter::BodyChunk chunk;
+  chunk.replace(std::move(body));
+  co_return co_await settle(filters_.requestBody(chunk, true));
+}
+
+awaitable<StreamDriver::Progress> StreamDriver::streamThroughFilters() {
+  bool more = codec_.bodyFollows();
+  Progress progress = co_await settle(filters_.requestHeaders(!more));
+  if (progress == Progress::Done && more) co_await codec_.beforeBody();
+  std::string_view buf;
+  while (progress == Progress::Done && more) {
+    const auto read = co_await codec_.readBody(buf);
+    if (read == CodecStream::Read::Failed) {
+      // Nobody to answer when the client left; else answer the codec's reply.
+      co_return ctx_.local_reply ? Progress::LocalReply : Progress::Stopped;
+    }
+    more = read == CodecStream::Read::More;
+    ctx_.request_body_bytes += buf.size();
+    filter::BodyChunk chunk(buf);
+    progress = co_await settle(filters_.requestBody(chunk, !more));
+  }
+  co_return progress;
+}
+
 awaitable<void> StreamDriver::run() {
   worker_.streamStarted();
   Progress progress = Progress::LocalReply;
   // A codec may refuse the request before any filter sees it (HTTP/2 header
   // limits); the guard may refuse it too.
   if (!ctx_.local_reply && guardRequest(ctx_, worker_.stats())) {
-    bool more = codec_.bodyFollows();
-    progress = co_await settle(filters_.requestHeaders(!more));
-    if (progress == Progress::Done && more) co_await codec_.beforeBody();
-    std::string_view buf;
-    while (progress == Progress::Done && more) {
-      const auto read = co_await codec_.readBody(buf);
-      if (read == CodecStream::Read::Failed) {
-        // Nobody to answer when the client left; else answer the codec's reply.
-        progress = ctx_.local_reply ? Progress::LocalReply : Progress::Stopped;
-        break;
-      }
-      more = read == CodecStream::Read::More;
-      ctx_.request_body_bytes += buf.size();
-      filter::BodyChunk chunk(buf);
-      progress = co_await settle(filters_.requestBody(chunk, !more));
+    if (ctx_.listener->resolver) {
+      progress = co_await resolveThenFilter();
+    } else {
+      progress = co_await streamThroughFilters();
     }
   }
   if (progress == Progress::LocalReply) {

@@ -77,6 +77,11 @@ class StreamDriver final : public DownstreamStream, private filter::StreamServic
 
  private:
   using Progress = filter::FilterManager::Progress;
+  // The request side: with a target resolver (every chain that ends in the
+  // router), the whole body is read and resolved before the first filter;
+  // without, headers and body chunks go through the chain as they arrive.
+  boost::asio::awaitable<Progress> resolveThenFilter();
+  boost::asio::awaitable<Progress> streamThroughFilters();
   // Waits out a stopped event; returns its final progress.
   boost::asio::awaitable<Progress> settle(Progress p);
   // A response filter answered instead: written past the response filters.
