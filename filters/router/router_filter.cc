@@ -117,6 +117,12 @@ class RouterFilter final : public filter::StreamFilter {
   void start(StreamContext& ctx) {
     // Usually resolved by the target_resolution filter at the head of the
     // chain; again here when a filter since changed what it reads.
+    if (ctx.unresolved && !ctx.reresolve) {
+      auto reply = std::move(*ctx.unresolved);
+      ctx.unresolved.reset();
+      ctx.sendLocalReply(std::move(reply));
+      return;
+    }
     if ((ctx.route == nullptr || ctx.reresolve) && !resolveTarget(ctx, body_)) return;
     ctx.reresolve = false;
     grpc_ = proxy::isGrpc(ctx.request);

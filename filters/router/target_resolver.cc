@@ -55,6 +55,9 @@ bool resolveTarget(StreamContext& ctx, std::string& body) {
   const bool grpc = proxy::isGrpc(ctx.request);
   bool repeated_model = false;
   ctx.model.clear();
+  ctx.route = nullptr;
+  ctx.target_model = nullptr;
+  ctx.unresolved.reset();
   if (grpc) {
     // An Open Inference Protocol call names its model inside the first
     // protobuf message; other gRPC calls route by path and headers.

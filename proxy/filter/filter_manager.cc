@@ -142,8 +142,10 @@ FilterManager::Progress FilterManager::iterate(std::size_t from) {
       chunk_->replace(std::move(buffered_[i]));
       buffered_[i].clear();
     }
+    ctx_.reply_requested = false;
     const FilterStatus s = call(*filters_[i]);
-    if (ctx_.local_reply) {
+    if (ctx_.reply_requested) {
+      ctx_.reply_requested = false;
       pending_ = Event::None;
       return Progress::LocalReply;
     }
@@ -244,7 +246,9 @@ FilterManager::Progress FilterManager::responseTrailers(HeaderList& trailers) {
 
 void FilterManager::resume() {
   if (pending_ == Event::None) return;  // nothing held (a late or double resume)
-  Progress p = ctx_.local_reply ? (pending_ = Event::None, Progress::LocalReply) : iterate(stopped_at_ + 1);
+  // A filter may answer instead of resuming (it sends the reply, then resumes).
+  Progress p = ctx_.reply_requested ? (ctx_.reply_requested = false, pending_ = Event::None, Progress::LocalReply)
+                                    : iterate(stopped_at_ + 1);
   if (p != Progress::Stopped && on_resume) on_resume(p);
 }
 

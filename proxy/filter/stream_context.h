@@ -192,6 +192,10 @@ struct StreamContext {
   const config::RouteConfig* route = nullptr;
   const config::ModelConfig* target_model = nullptr;  // its pricing is the price
   bool reresolve = false;  // a filter changed the model or routing headers: resolve again
+  // Why resolution failed on a matched route (no model named, unknown
+  // model...): filters still run, so one may answer (direct_response); if
+  // none does, the router answers with this. target_model is null then.
+  std::optional<LocalReply> unresolved;
   std::string upstream_address;
   int upstream_attempts = 0;
 
@@ -229,9 +233,16 @@ struct StreamContext {
     r.message = std::move(message);
     r.type = std::move(type);
     r.code = std::move(code);
-    local_reply = std::move(r);
+    sendLocalReply(std::move(r));
   }
-  void sendLocalReply(LocalReply reply) { local_reply = std::move(reply); }
+  void sendLocalReply(LocalReply reply) {
+    local_reply = std::move(reply);
+    reply_requested = true;
+  }
+  // Set by sendLocalReply(); the filter manager clears it before each hook
+  // and answers when a hook set it (a reply already being written does not
+  // stop the response filters).
+  bool reply_requested = false;
 
  private:
   std::vector<std::pair<std::uint64_t, std::function<void()>>> cancel_hooks_;

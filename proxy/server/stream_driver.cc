@@ -80,7 +80,12 @@ awaitable<StreamDriver::Progress> StreamDriver::resolveThenFilter() {
     ctx_.request_body_bytes += piece.size();  // the HTTP/2 codec's body limit counts it
     body.append(piece);
   }
-  if (!ctx_.listener->resolver->resolve(ctx_, body)) co_return Progress::LocalReply;
+  if (!ctx_.listener->resolver->resolve(ctx_, body)) {
+    if (ctx_.route == nullptr) co_return Progress::LocalReply;  // no route: no route's filters either
+    ctx_.unresolved = std::move(ctx_.local_reply);
+    ctx_.local_reply.reset();
+    ctx_.reply_requested = false;
+  }
   filters_.applyRoute(ctx_.listener->filter_names, ctx_.route->filter_overrides);
   Progress progress = co_await settle(filters_.requestHeaders(!had_body));
   if (progress != Progress::Done || !had_body) co_return progress;

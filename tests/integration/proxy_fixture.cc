@@ -97,7 +97,7 @@ std::string ProxyTest::baseConfig(const std::string& listener_extra) const {
 
 void ProxyTest::startProxy(const std::string& config_yaml, int workers, std::vector<std::string> extra_args) {
   dir.write("config.yaml", config_yaml);
-  std::vector<std::string> argv{bin_dir + "/proxy/infermesh-proxy", "--config", dir.path(), "--admin", "127.0.0.1:0",
+  std::vector<std::string> argv{bin_dir + proxy_binary, "--config", dir.path(), "--admin", "127.0.0.1:0",
                                 "--workers", std::to_string(workers), "--drain-timeout", "10"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   proxy = Process::start(argv, dir.path() + "/proxy.log");

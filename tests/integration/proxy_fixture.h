@@ -64,6 +64,7 @@ class ProxyTest : public ::testing::Test {
   static inline Mock fast_a, fast_b, slow, resetting, sluggish, limited, failing, windowed, toggled;
   static inline std::string bin_dir;
   TempDir dir;
+  std::string proxy_binary = "/proxy/infermesh-proxy";  // under bin_dir
   std::unique_ptr<Process> proxy;
   int port = 0;
   int admin = 0;
