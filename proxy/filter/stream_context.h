@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <cstdint>
@@ -210,18 +211,36 @@ struct StreamContext {
   FilterState state;
 
   // Work to cancel when the client goes away (an upstream exchange, a
-  // timer): any filter may add hooks; the stream runs them all, once.
+  // timer): any filter may add hooks; the stream runs them all, once. The
+  // first few live inline, so the common case allocates nothing.
   std::uint64_t addCancelHook(std::function<void()> fn) {
-    cancel_hooks_.emplace_back(++last_hook_, std::move(fn));
-    return last_hook_;
+    const std::uint64_t id = ++last_hook_;
+    for (auto& h : inline_hooks_)
+      if (h.id == 0) {
+        h = Hook{id, std::move(fn)};
+        return id;
+      }
+    more_hooks_.push_back(Hook{id, std::move(fn)});
+    return id;
   }
   void removeCancelHook(std::uint64_t id) {
-    std::erase_if(cancel_hooks_, [id](const auto& h) { return h.first == id; });
+    for (auto& h : inline_hooks_)
+      if (h.id == id) {
+        h = Hook{};
+        return;
+      }
+    std::erase_if(more_hooks_, [id](const Hook& h) { return h.id == id; });
   }
   void cancel() {
-    auto hooks = std::move(cancel_hooks_);
-    cancel_hooks_.clear();
-    for (auto& [id, fn] : hooks) fn();
+    std::vector<std::function<void()>> run;
+    for (auto& h : inline_hooks_)
+      if (h.id != 0) {
+        run.push_back(std::move(h.fn));
+        h = Hook{};
+      }
+    for (auto& h : more_hooks_) run.push_back(std::move(h.fn));
+    more_hooks_.clear();
+    for (auto& fn : run) fn();
   }
 
   // Set by sendLocalReply(); the filter manager stops and answers with it.
@@ -245,7 +264,12 @@ struct StreamContext {
   bool reply_requested = false;
 
  private:
-  std::vector<std::pair<std::uint64_t, std::function<void()>>> cancel_hooks_;
+  struct Hook {
+    std::uint64_t id = 0;  // 0: free
+    std::function<void()> fn;
+  };
+  std::array<Hook, 4> inline_hooks_{};
+  std::vector<Hook> more_hooks_;
   std::uint64_t last_hook_ = 0;
 };
 

@@ -45,6 +45,7 @@ class Http1Connection final : public CodecStream, public DownstreamConnection {
 
   // CodecStream
   bool bodyFollows() const override;
+  bool continueExpected() const override { return expect_continue_; }
   boost::asio::awaitable<void> beforeBody() override;
   boost::asio::awaitable<Read> readBody(std::string_view& out) override;
   boost::asio::awaitable<bool> writeHead(filter::ResponseHead& head, bool end_stream,

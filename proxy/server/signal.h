@@ -5,6 +5,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <optional>
+
 namespace infermesh::proxy {
 
 // A wake-up between two coroutines on the same worker thread: notify()
@@ -13,23 +15,27 @@ namespace infermesh::proxy {
 // it); the owner calls reset() before the signal's next use.
 class Signal {
  public:
-  explicit Signal(const boost::asio::any_io_executor& ex) : timer_(ex) {}
+  explicit Signal(const boost::asio::any_io_executor& ex) : executor_(ex) {}
   // Returns when notified, or early if the wait itself is cancelled.
   boost::asio::awaitable<void> wait() {
     if (!fired_) {
-      timer_.expires_at(boost::asio::steady_timer::time_point::max());
-      co_await timer_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+      // Made on first wait: most signals are notified before anyone waits,
+      // or never waited on, and a timer costs a service lookup to make.
+      if (!timer_) timer_.emplace(executor_);
+      timer_->expires_at(boost::asio::steady_timer::time_point::max());
+      co_await timer_->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
   }
   bool notified() const { return fired_; }
   void reset() { fired_ = false; }
   void notify() {
     fired_ = true;
-    timer_.cancel();
+    if (timer_) timer_->cancel();
   }
 
  private:
-  boost::asio::steady_timer timer_;
+  boost::asio::any_io_executor executor_;
+  std::optional<boost::asio::steady_timer> timer_;
   bool fired_ = false;
 };
 

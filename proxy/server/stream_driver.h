@@ -30,8 +30,9 @@ class CodecStream {
   virtual ~CodecStream() = default;
   // Whether a body follows the request head.
   virtual bool bodyFollows() const = 0;
-  // Before the first body read, once the filters took the head (HTTP/1.1
-  // sends 100 Continue here).
+  // Whether the client waits for a go-ahead before it sends the body
+  // (HTTP/1.1 Expect: 100-continue); beforeBody() then sends it.
+  virtual bool continueExpected() const { return false; }
   virtual boost::asio::awaitable<void> beforeBody() { co_return; }
   // `out` views codec-owned bytes, valid until the next read.
   virtual boost::asio::awaitable<Read> readBody(std::string_view& out) = 0;
@@ -87,6 +88,10 @@ class StreamDriver final : public DownstreamStream, private filter::StreamServic
   // A response filter answered instead: written past the response filters.
   boost::asio::awaitable<void> replyFromResponseSide();
   boost::asio::awaitable<bool> writeOut(std::string_view bytes, bool end_stream);
+  static boost::asio::awaitable<bool> nothingToWrite();
+  // Where a filter held, edited or answered: the slow paths of the above.
+  boost::asio::awaitable<bool> sendHeadersSlow(filter::ResponseHead& head, bool end_stream, Progress p);
+  boost::asio::awaitable<bool> sendBodySlow(filter::BodyChunk chunk, bool end_stream, Progress p);
   // The stream's work stops: cancel hooks run, held events are released.
   void cancel();
 
@@ -109,7 +114,7 @@ class StreamDriver final : public DownstreamStream, private filter::StreamServic
   bool cancelled_ = false;
   std::vector<std::pair<std::uint64_t, std::shared_ptr<boost::asio::steady_timer>>> timers_;
   std::uint64_t last_timer_ = 0;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::shared_ptr<bool> alive_;  // made with the first timer; false once the driver is gone
 };
 
 }  // namespace infermesh::proxy
