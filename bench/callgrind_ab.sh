@@ -30,23 +30,7 @@ STREAM='{"model":"chat-model","stream":true,"messages":[{"role":"user","content"
 run() {  # binary n
   local bin=$1 n=$2 port out
   port=$(free_port)
-  mkdir -p "$WORK/cfg"
-  cat >"$WORK/cfg/config.yaml" <<YAML
-apiVersion: infermesh.io/v1
-kind: Listener
-metadata: {name: main}
-spec: {address: '127.0.0.1:$port', filters: [{name: router}]}
----
-apiVersion: infermesh.io/v1
-kind: Model
-metadata: {name: chat-model}
-spec: {endpoints: [{address: '127.0.0.1:$MOCK'}]}
----
-apiVersion: infermesh.io/v1
-kind: Route
-metadata: {name: api}
-spec: {match: {pathPrefix: /v1/}}
-YAML
+  router_config "$WORK/cfg" "$port" "$MOCK" chat-model
   out="$WORK/callgrind.$RANDOM.out"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$WORK/cfg" --workers 1 \
     --admin 127.0.0.1:0 --drain-timeout 1 >"$WORK/proxy.log" 2>&1 &

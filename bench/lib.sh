@@ -28,3 +28,25 @@ wait_port() {
   echo "bench: nothing listening on $1" >&2
   exit 1
 }
+
+# A router-only proxy config in $1/config.yaml: one listener on 127.0.0.1:$2,
+# model $4 (default bench-model) served by 127.0.0.1:$3, one /v1/ route.
+router_config() {
+  mkdir -p "$1"
+  cat >"$1/config.yaml" <<YAML
+apiVersion: infermesh.io/v1
+kind: Listener
+metadata: {name: bench}
+spec: {address: '127.0.0.1:$2', filters: [{name: router}]}
+---
+apiVersion: infermesh.io/v1
+kind: Model
+metadata: {name: ${4:-bench-model}}
+spec: {endpoints: [{address: '127.0.0.1:$3'}]}
+---
+apiVersion: infermesh.io/v1
+kind: Route
+metadata: {name: api}
+spec: {match: {pathPrefix: /v1/}}
+YAML
+}

@@ -25,23 +25,7 @@ wait_port "$MOCK_PORT"
 
 # infermesh
 IM_PORT=$(free_port); IM_ADMIN=$(free_port)
-mkdir -p "$WORK/im"
-cat >"$WORK/im/config.yaml" <<YAML
-apiVersion: infermesh.io/v1
-kind: Listener
-metadata: {name: bench}
-spec: {address: '127.0.0.1:$IM_PORT', filters: [{name: router}]}
----
-apiVersion: infermesh.io/v1
-kind: Model
-metadata: {name: bench-model}
-spec: {endpoints: [{address: '127.0.0.1:$MOCK_PORT'}]}
----
-apiVersion: infermesh.io/v1
-kind: Route
-metadata: {name: api}
-spec: {match: {pathPrefix: /v1/}}
-YAML
+router_config "$WORK/im" "$IM_PORT" "$MOCK_PORT"
 taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/im" --admin "127.0.0.1:$IM_ADMIN" --workers 1 \
   --log-level warn >"$WORK/im.log" 2>&1 &
 IM_PID=$!; pids+=($IM_PID)
