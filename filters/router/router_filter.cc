@@ -750,7 +750,7 @@ class RouterFilter final : public filter::StreamFilter {
     } active{stats, cancel_};
     ++stats.upstream_connections_active;
 
-    auto stream = session->open(h2RequestHeaders(ctx, ep), body_);
+    auto stream = session->open(h2RequestHeaders(ctx, ep, model.upstream_tls.enabled()), body_);
     if (!stream)
       co_return failBeforeResponse(ctx, model, Failure::ConnectFailure, UpstreamError::ConnectFailure, 503,
                                    "no endpoint of model `" + model.name + "` could take the request",
@@ -779,11 +779,12 @@ class RouterFilter final : public filter::StreamFilter {
     co_return co_await relay(ctx, model, ep, source, sent_at);
   }
 
-  proxy::HeaderPairs h2RequestHeaders(const StreamContext& ctx, const config::EndpointConfig& ep) const {
+  // `tls`: the connection to the endpoint is TLS, so :scheme is https.
+  proxy::HeaderPairs h2RequestHeaders(const StreamContext& ctx, const config::EndpointConfig& ep, bool tls) const {
     proxy::HeaderPairs h;
     h.reserve(ctx.request.headers.fields().size() + 8);
     h.emplace_back(":method", ctx.request.method);
-    h.emplace_back(":scheme", "http");
+    h.emplace_back(":scheme", tls ? "https" : "http");
     h.emplace_back(":authority", ep.address);
     h.emplace_back(":path", ctx.request.target);
     std::string_view forwarded_for;
