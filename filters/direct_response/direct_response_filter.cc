@@ -8,6 +8,7 @@
 #include <simdjson.h>
 
 #include "proxy/filter/filter.h"
+#include "proxy/stats/filter_metrics.h"
 
 namespace infermesh::direct_response {
 namespace {
@@ -15,6 +16,7 @@ namespace {
 struct Config {
   bool enabled = false;
   filter::LocalReply reply;  // copied per answer
+  stats::CounterMetric answered;
 };
 
 bool parse(std::string_view json, Config& out, std::string& error) {
@@ -109,6 +111,7 @@ class DirectResponseFilter final : public filter::StreamFilter {
   explicit DirectResponseFilter(const Config& config) : config_(config) {}
   filter::FilterStatus onRequestHeaders(filter::StreamContext& ctx, bool) override {
     if (!config_.enabled) return filter::FilterStatus::Continue;
+    config_.answered.inc();
     ctx.sendLocalReply(config_.reply);
     return filter::FilterStatus::Stop;
   }
@@ -131,6 +134,10 @@ class Factory final : public filter::FilterFactory {
 std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::string& error) {
   Config config;
   if (!parse(json.empty() ? "{}" : json, config, error)) return nullptr;
+  if (config.enabled)
+    config.answered = stats::FilterMetrics::instance().counter(
+        "infermesh_direct_responses_total", "Requests the direct_response filter answered, by status.",
+        {{"status", std::to_string(config.reply.status)}});
   return std::make_shared<Factory>(std::move(config));
 }
 

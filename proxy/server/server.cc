@@ -1,4 +1,5 @@
 #include "proxy/server/server.h"
+#include "proxy/stats/filter_metrics.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -305,7 +306,11 @@ struct Server::Impl {
     for (auto& w : workers) {
       auto p = std::make_shared<std::promise<stats::WorkerStats>>();
       futures.push_back(p->get_future());
-      w->post([w = w.get(), p] { p->set_value(w->stats()); });
+      w->post([w = w.get(), p] {
+        stats::WorkerStats copy = w->stats();
+        copy.filter_values = stats::threadFilterValues();  // this worker's, on its thread
+        p->set_value(std::move(copy));
+      });
     }
     std::vector<stats::WorkerStats> out;
     for (auto& f : futures)

@@ -2,6 +2,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include "proxy/stats/filter_metrics.h"
 #include "proxy/stats/name_table.h"
 #include "proxy/tls/server_tls.h"
 
@@ -178,6 +179,39 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   addValue(reloads, static_cast<double>(process_.config_reloads_ok.load()), {{"result", "ok"}});
   addValue(reloads, static_cast<double>(process_.config_reloads_failed.load()), {{"result", "error"}});
   out.push_back(std::move(reloads));
+  // What filters declared, summed over the workers.
+  const auto slotValue = [&](std::uint32_t slot) {
+    return slot < total.filter_values.size() ? total.filter_values[slot] : 0.0;
+  };
+  for (const auto& f : FilterMetrics::instance().families()) {
+    const auto type = f.kind == FilterMetrics::Kind::Counter ? MetricType::Counter
+                      : f.kind == FilterMetrics::Kind::Gauge ? MetricType::Gauge
+                                                             : MetricType::Histogram;
+    auto fam = family(f.name, f.help, type);
+    for (const auto& series : f.series) {
+      std::vector<ClientMetric::Label> labels;
+      for (const auto& [k, v] : series.labels) labels.push_back({k, v});
+      if (type != MetricType::Histogram) {
+        addValue(fam, slotValue(series.slot), std::move(labels));
+        continue;
+      }
+      ClientMetric m;
+      m.label = std::move(labels);
+      const auto width = static_cast<std::uint32_t>(f.bounds.size()) + 1;
+      double cumulative = 0;
+      for (std::uint32_t b = 0; b < width; ++b) {
+        cumulative += slotValue(series.slot + b);
+        ClientMetric::Bucket bucket;
+        bucket.cumulative_count = static_cast<std::uint64_t>(cumulative);
+        bucket.upper_bound = b < f.bounds.size() ? f.bounds[b] : std::numeric_limits<double>::infinity();
+        m.histogram.bucket.push_back(bucket);
+      }
+      m.histogram.sample_sum = slotValue(series.slot + width);
+      m.histogram.sample_count = static_cast<std::uint64_t>(slotValue(series.slot + width + 1));
+      fam.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(fam));
+  }
   return out;
 }
 

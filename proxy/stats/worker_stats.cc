@@ -28,6 +28,8 @@ void WorkerStats::merge(const WorkerStats& o) {
   downstream_disconnects += o.downstream_disconnects;
   downstream_connections_active += o.downstream_connections_active;
   upstream_connections_active += o.upstream_connections_active;
+  if (filter_values.size() < o.filter_values.size()) filter_values.resize(o.filter_values.size());
+  for (std::size_t i = 0; i < o.filter_values.size(); ++i) filter_values[i] += o.filter_values[i];
 }
 
 }  // namespace infermesh::stats

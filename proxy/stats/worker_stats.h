@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 #include <unordered_map>
+#include <vector>
 
 namespace infermesh::stats {
 
@@ -115,6 +116,9 @@ struct WorkerStats {
   void count(ShedReason r) { ++shed[static_cast<std::size_t>(r)]; }
   void count(AbortReason r) { ++streams_aborted[static_cast<std::size_t>(r)]; }
   void count(Http2Protection p) { ++http2_protections[static_cast<std::size_t>(p)]; }
+  // Values of the metrics filters declared (FilterMetrics), by slot; filled
+  // only in the copies a scrape takes.
+  std::vector<double> filter_values;
   void merge(const WorkerStats& o);
 };
 

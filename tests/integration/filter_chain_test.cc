@@ -91,6 +91,8 @@ TEST_F(FilterChainTest, ARouteAnswersLocallyWithAStreamThatResponseFiltersSee) {
   EXPECT_EQ(models.status, 200) << models.body;
   EXPECT_EQ(models.body, "{\"object\":\"list\",\"data\":[]}");
   EXPECT_EQ(mockStat(fast_a, "requests"), before);
+  // Counted in a metric the filter declared, summed over the workers.
+  EXPECT_EQ(metric("infermesh_direct_responses_total", "status=\"200\""), 3);
 }
 
 TEST_F(FilterChainTest, ARouteTurnsFiltersOff) {
