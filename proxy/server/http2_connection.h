@@ -3,7 +3,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include "proxy/server/transport.h"
+#include "proxy/tls/transport.h"
 
 #include <cstdint>
 #include <map>

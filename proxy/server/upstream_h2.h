@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "proxy/server/signal.h"
-#include "proxy/server/transport.h"
+#include "proxy/tls/transport.h"
 
 struct nghttp2_session;
 

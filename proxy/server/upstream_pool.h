@@ -4,7 +4,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
-#include "proxy/server/transport.h"
+#include "proxy/tls/transport.h"
 
 #include <chrono>
 #include <cstdint>

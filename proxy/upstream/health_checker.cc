@@ -19,7 +19,7 @@
 #include <unordered_map>
 
 #include "proxy/stats/metrics_collector.h"
-#include "proxy/server/transport.h"
+#include "proxy/tls/transport.h"
 #include "proxy/tls/client_tls.h"
 #include "proxy/upstream/load_balancer.h"
 
