@@ -23,7 +23,7 @@
 #include "filters/router/target_resolver.h"
 #include "filters/router/upstream_connect.h"
 #include "proxy/config/snapshot.h"
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/upstream_h2.h"
@@ -217,7 +217,7 @@ class RouterFilter final : public filter::StreamFilter {
     // that name was dropped above, so it cannot be forged.
     if (!ctx.peer_identity.empty()) {
       h += "x-forwarded-client-cert: URI=";
-      h += tls::xfccValue(ctx.peer_identity);
+      h += common::xfccValue(ctx.peer_identity);
       h += "\r\n";
     }
     length_at_ = h.size();
@@ -808,7 +808,7 @@ class RouterFilter final : public filter::StreamFilter {
     h.emplace_back("x-forwarded-for",
                    forwarded_for.empty() ? ctx.client_address : std::string(forwarded_for) + ", " + ctx.client_address);
     h.emplace_back("x-request-id", ctx.request_id);
-    if (!ctx.peer_identity.empty()) h.emplace_back("x-forwarded-client-cert", "URI=" + tls::xfccValue(ctx.peer_identity));
+    if (!ctx.peer_identity.empty()) h.emplace_back("x-forwarded-client-cert", "URI=" + common::xfccValue(ctx.peer_identity));
     if (!body_.empty()) h.emplace_back("content-length", std::to_string(body_.size()));
     return h;
   }

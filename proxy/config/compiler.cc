@@ -11,7 +11,7 @@
 #include <functional>
 
 #include "proxy/config/yaml_loader.h"
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 #include "proxy/stats/name_table.h"
 
 namespace infermesh::config {
@@ -163,7 +163,7 @@ class Compiler {
       if (u.cert_file.empty() != u.key_file.empty())
         errors_.push_back(m.error("spec.upstreamTls.certFile", "certFile and keyFile go together"));
       for (int i = 0; i < t.spiffe_ids_size(); ++i)
-        if (auto why = tls::spiffePatternError(t.spiffe_ids(i)); !why.empty())
+        if (auto why = common::spiffePatternError(t.spiffe_ids(i)); !why.empty())
           errors_.push_back(m.error("spec.upstreamTls.spiffeIds[" + std::to_string(i) + "]", why));
     }
     if (mc.upstream_auto && !spec.has_upstream_tls())
@@ -386,7 +386,7 @@ class Compiler {
       lc.tls.client_ca_file = t.client_ca_file();
       lc.tls.allowed_spiffe_ids.assign(t.allowed_spiffe_ids().begin(), t.allowed_spiffe_ids().end());
       for (int i = 0; i < t.allowed_spiffe_ids_size(); ++i)
-        if (auto why = tls::spiffePatternError(t.allowed_spiffe_ids(i)); !why.empty())
+        if (auto why = common::spiffePatternError(t.allowed_spiffe_ids(i)); !why.empty())
           errors_.push_back(l.error("spec.tls.allowedSpiffeIds[" + std::to_string(i) + "]", why));
       lc.tls.cipher_suites = t.cipher_suites();
       if (!t.allowed_spiffe_ids().empty() && t.client_ca_file().empty())
@@ -421,7 +421,7 @@ class Compiler {
     }
     const auto& trusted = spec.trusted_peers();
     for (int i = 0; i < trusted.spiffe_ids_size(); ++i) {
-      if (auto why = tls::spiffePatternError(trusted.spiffe_ids(i)); !why.empty())
+      if (auto why = common::spiffePatternError(trusted.spiffe_ids(i)); !why.empty())
         errors_.push_back(l.error("spec.trustedPeers.spiffeIds[" + std::to_string(i) + "]", why));
       lc.trusted_spiffe_ids.push_back(trusted.spiffe_ids(i));
     }

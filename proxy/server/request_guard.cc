@@ -2,7 +2,7 @@
 
 #include "proxy/config/snapshot.h"
 #include "proxy/stats/worker_stats.h"
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 
 namespace infermesh::proxy {
 namespace {
@@ -16,7 +16,7 @@ bool isInternal(std::string_view name) {
 }  // namespace
 
 bool trustedPeer(const config::ListenerConfig& listener, std::string_view client_address, std::string_view spiffe_id) {
-  if (!spiffe_id.empty() && tls::spiffeIdAllowed(spiffe_id, listener.trusted_spiffe_ids)) return true;
+  if (!spiffe_id.empty() && common::spiffeIdAllowed(spiffe_id, listener.trusted_spiffe_ids)) return true;
   for (const auto& net : listener.trusted_sources)
     if (common::cidrContains(net, client_address)) return true;
   return false;

@@ -51,7 +51,7 @@ CertIdentity spiffeIdOf(X509* cert) {
   }
   GENERAL_NAMES_free(names);
   if (uris > 1) out.error = "more than one URI SAN";
-  else if (uris == 1) out.error = spiffeIdError(out.spiffe_id);
+  else if (uris == 1) out.error = common::spiffeIdError(out.spiffe_id);
   if (!out.error.empty()) out.spiffe_id.clear();
   return out;
 }
@@ -64,7 +64,7 @@ int verifyLeafIdentity(X509_STORE_CTX* store, const std::vector<std::string>& al
     X509_STORE_CTX_set_error(store, X509_V_ERR_UNSUPPORTED_NAME_SYNTAX);
     return 0;
   }
-  if (allowed.empty() || (!who.spiffe_id.empty() && spiffeIdAllowed(who.spiffe_id, allowed))) return 1;
+  if (allowed.empty() || (!who.spiffe_id.empty() && common::spiffeIdAllowed(who.spiffe_id, allowed))) return 1;
   X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
   return 0;
 }

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 
 typedef struct x509_st X509;
 typedef struct x509_store_ctx_st X509_STORE_CTX;

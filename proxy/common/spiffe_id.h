@@ -4,7 +4,7 @@
 #include <string_view>
 #include <vector>
 
-namespace infermesh::tls {
+namespace infermesh::common {
 
 // SPIFFE IDs (SPIFFE-ID specification, sections 2 and 5): pure string
 // checks, no OpenSSL, so the config compiler uses them too.
@@ -32,4 +32,4 @@ bool spiffeIdAllowed(std::string_view id, const std::vector<std::string>& allowe
 // escaped with '\'), else as is.
 std::string xfccValue(std::string_view value);
 
-}  // namespace infermesh::tls
+}  // namespace infermesh::common

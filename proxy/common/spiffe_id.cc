@@ -1,6 +1,6 @@
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 
-namespace infermesh::tls {
+namespace infermesh::common {
 namespace {
 
 constexpr std::string_view kScheme = "spiffe://";
@@ -66,4 +66,4 @@ std::string xfccValue(std::string_view value) {
   return out;
 }
 
-}  // namespace infermesh::tls
+}  // namespace infermesh::common

@@ -1,8 +1,8 @@
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 
 #include <gtest/gtest.h>
 
-namespace infermesh::tls {
+namespace infermesh::common {
 namespace {
 
 TEST(SpiffeId, AcceptsWellFormedIds) {
@@ -50,4 +50,4 @@ TEST(SpiffeId, XfccValuesAreQuotedWhenNeeded) {
 }
 
 }  // namespace
-}  // namespace infermesh::tls
+}  // namespace infermesh::common
