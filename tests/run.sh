@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # README command 2: install what is missing, build, and run every test
-# (unit and integration) with ctest.
+# (unit and integration) with ctest, then a bounded run of every fuzz
+# target (tests/fuzz/run.sh, FUZZ_SECONDS each; FUZZ_SECONDS=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/build.sh
-cd "${BUILD_DIR:-build}"
-ctest -j2 --output-on-failure --timeout 300
+(cd "${BUILD_DIR:-build}" && ctest -j2 --output-on-failure --timeout 300)
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+  ./tests/fuzz/run.sh
+fi

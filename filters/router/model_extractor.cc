@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include "proxy/common/json_string.h"
+
 namespace infermesh::router {
 
 struct ModelExtractor::Impl {
@@ -72,12 +74,10 @@ bool ModelExtractor::rewriteModel(std::string& body, std::string_view model) {
     // raw_json_token may include trailing whitespace; keep it.
     std::size_t end = raw.find_last_of('"');
     std::size_t offset = static_cast<std::size_t>(raw.data() - padded.data());
-    std::string replacement = "\"";
-    for (char c : model) {
-      if (c == '"' || c == '\\') replacement += '\\';
-      replacement += c;
-    }
-    replacement += '"';
+    // Fully escaped (control characters too, invalid UTF-8 as U+FFFD): the
+    // name comes from config, and what goes upstream must stay JSON.
+    std::string replacement;
+    common::appendJsonString(replacement, model);
     body.replace(offset, end + 1, replacement);
     return true;
   }

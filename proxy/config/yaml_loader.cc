@@ -4,6 +4,7 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -317,6 +318,41 @@ int unclosedFlowLine(std::string_view text, std::size_t end) {
   return open_lines.empty() ? 0 : open_lines.back();
 }
 
+// yaml-cpp 0.7's LoadAll never returns on a document that starts with a
+// token no node can start with, such as a stray ',' (jbeder/yaml-cpp#1040,
+// fixed upstream by #1319): the parser reports an empty document at the
+// same place forever, and memory grows with each. This first pass over the
+// events throws at the second document that starts where the last one did.
+class DocumentProgress final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (mark.pos == last_start_) throw YAML::ParserException(mark, "unexpected token at the start of a document");
+    last_start_ = mark.pos;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  int last_start_ = -1;
+};
+
+std::vector<YAML::Node> loadAllDocuments(const std::string& text) {
+  {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentProgress progress;
+    while (parser.HandleNextDocument(progress)) {
+    }
+  }
+  return YAML::LoadAll(text);
+}
+
 bool validName(const std::string& s) {
   if (s.empty() || s.size() > 253) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -330,7 +366,7 @@ bool validName(const std::string& s) {
 void YamlLoader::loadText(std::string_view text, const std::string& file) {
   std::vector<YAML::Node> docs;
   try {
-    docs = YAML::LoadAll(std::string(text));
+    docs = loadAllDocuments(std::string(text));
   } catch (const YAML::Exception& e) {
     int line = e.mark.line >= 0 ? e.mark.line + 1 : 0;
     std::string message = "invalid YAML: " + e.msg;

@@ -1,4 +1,5 @@
 #include "proxy/server/http1_connection.h"
+#include "proxy/server/http1_head.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -28,32 +29,10 @@ constexpr auto kTuple = asio::as_tuple(use_awaitable);
 
 namespace {
 
-// Chunk extensions carry nothing the proxy uses, yet each costs parsing;
-// the bound is per request so many small ones cannot add up either.
-constexpr std::size_t kMaxChunkExtensionBytes = 1024;
 // Room in the read buffer beyond the head limit: what one read may add.
 // It also bounds a chunk-size line or trailer section, which Beast buffers
 // whole before it looks at them.
 constexpr std::size_t kReadSlack = 64 * 1024;
-
-struct HeadShape {
-  bool folded = false;      // a line starting with SP or HTAB (obs-fold)
-  std::size_t fields = 0;   // header lines after the request line
-};
-
-// `head` runs through the blank line that ends it (CRLF CRLF).
-HeadShape inspectHead(std::string_view head) {
-  HeadShape shape;
-  std::size_t pos = head.find("\r\n");
-  if (pos == std::string_view::npos) return shape;
-  pos += 2;
-  while (pos + 2 < head.size()) {
-    if (head[pos] == ' ' || head[pos] == '\t') shape.folded = true;
-    else ++shape.fields;
-    pos = head.find("\r\n", pos) + 2;  // found: the head ends in CRLF CRLF
-  }
-  return shape;
-}
 
 }  // namespace
 
@@ -250,21 +229,9 @@ awaitable<void> Http1Connection::serveRequests() {
       }
       co_return;
     }
-    // Request smuggling defences beyond the parser's own checks: a message
-    // with both framings, or a Transfer-Encoding other than plain chunked.
-    const auto& req = parser.get();
-    if (req.count(http::field::transfer_encoding) &&
-        (req.count(http::field::content_length) || !filter::equalsIgnoreCase(req[http::field::transfer_encoding], "chunked"))) {
+    if (const char* why = requestFramingError(parser.get())) {
       worker_.stats().count(DownstreamError::BadRequest);
-      co_await rejectAndClose(400, "bad_request", "ambiguous request framing (Transfer-Encoding)");
-      co_return;
-    }
-    // Routing and virtual hosts read Host: HTTP/1.1 must send exactly one
-    // (RFC 9112 section 3.2); HTTP/1.0 may omit it, but never send two.
-    const auto hosts = req.count(http::field::host);
-    if (hosts > 1 || (hosts == 0 && req.version() >= 11)) {
-      worker_.stats().count(DownstreamError::BadRequest);
-      co_await rejectAndClose(400, "bad_request", hosts ? "more than one Host header" : "missing Host header");
+      co_await rejectAndClose(400, "bad_request", why);
       co_return;
     }
     co_await handleStream(parser);

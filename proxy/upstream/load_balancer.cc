@@ -163,7 +163,9 @@ bool parseLoadReport(std::string_view text, LoadReport& out) {
     // Prometheus may list a metric once per label set (several models on
     // one server): their sum is the server's load.
     const bool add = labelled && *field >= 0 && (field == &out.running || field == &out.waiting);
-    *field = add ? *field + d : d;
+    const double next = add ? *field + d : d;
+    if (!std::isfinite(next)) continue;  // a sum of huge values
+    *field = next;
     any = true;
   }
   return any;

@@ -80,5 +80,23 @@ TEST(ModelExtractor, RewritesTheTopLevelModelOnly) {
   EXPECT_FALSE(ModelExtractor::rewriteModel(no_model, "m"));
 }
 
+// Found by tests/fuzz/model_extractor_fuzz: a name with a control
+// character (config does not forbid one) was written raw, and the body the
+// model server received was no longer JSON.
+TEST(ModelExtractor, RewriteEscapesEveryCharacterJsonRequires) {
+  std::string body = R"({"model":"alias","stream":false})";
+  const std::string name("a\tb\n\x01\x1f\\\"", 8);
+  ASSERT_TRUE(ModelExtractor::rewriteModel(body, name));
+  EXPECT_EQ(body, R"({"model":"a\tb\n\u0001\u001f\\\"","stream":false})");
+  BodyFields f;
+  ASSERT_EQ(run(body, f), ExtractError::None);
+  EXPECT_EQ(f.model, name);
+  // Bytes that are not UTF-8 cannot be JSON text: they become U+FFFD.
+  std::string latin1 = R"({"model":"alias"})";
+  ASSERT_TRUE(ModelExtractor::rewriteModel(latin1, "caf\xe9"));
+  ASSERT_EQ(run(latin1, f), ExtractError::None);
+  EXPECT_EQ(f.model, "caf\xef\xbf\xbd");
+}
+
 }  // namespace
 }  // namespace infermesh::router

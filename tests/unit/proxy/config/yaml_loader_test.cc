@@ -123,6 +123,22 @@ TEST_F(LoaderTest, InvalidYamlReportsTheLine) {
   EXPECT_NE(e.message.find("invalid YAML"), std::string::npos);
 }
 
+// Found by tests/fuzz/yaml_config_fuzz: yaml-cpp 0.7's LoadAll loops
+// forever, allocating, on a document that starts with a stray ','.
+TEST_F(LoaderTest, StrayCommaAtADocumentStartIsAnErrorNotAHang) {
+  for (const char* text : {",", "a: 1\n---\n,\n", "# comment\n ,,,, x: 1\n"}) {
+    YamlLoader loader;
+    loader.loadText(text, "test.yaml");
+    ASSERT_EQ(loader.errors().size(), 1u) << text;
+    EXPECT_NE(loader.errors()[0].message.find("invalid YAML"), std::string::npos) << loader.errors()[0].message;
+  }
+  // Empty documents between separators are still fine.
+  YamlLoader loader;
+  loader.loadText(std::string("---\n---\n") + kListener, "test.yaml");
+  EXPECT_TRUE(loader.errors().empty());
+  EXPECT_EQ(loader.resources().listeners.size(), 1u);
+}
+
 TEST_F(LoaderTest, UnclosedFlowCollectionNamesTheLineItOpened) {
   // yaml-cpp notices the missing ']' only at the next line's token.
   auto e = onlyError(

@@ -125,6 +125,21 @@ TEST(LoadBalancer, ConsistentHashIsStickyWithBoundedLoad) {
   EXPECT_EQ(p.pick(tried), home);
 }
 
+// Found by tests/fuzz/orca_load_report_fuzz: std::from_chars reads "inf"
+// and "nan", and an infinite queue depth times a decayed weight of 0 made
+// the endpoint's cost NaN, which compares false against every other cost.
+TEST(LoadBalancer, LoadReportsRefuseNumbersThatAreNotFinite) {
+  for (const char* header : {"queue_depth=inf", "queue_depth=INFINITY", "queue_depth=nan", "kv_cache_utilization=inf",
+                             "TEXT named_metrics.queue_depth=-inf", "queue_depth=1e999"}) {
+    LoadReport r;
+    EXPECT_FALSE(parseLoadReport(header, r)) << header;
+    EXPECT_FALSE(r.any()) << header;
+  }
+  LoadReport r;
+  ASSERT_TRUE(parseLoadReport("queue_depth=inf, queue_depth=3", r));
+  EXPECT_EQ(r.waiting, 3);
+}
+
 TEST(LoadBalancer, LoadAwareFollowsFreshReports) {
   auto m = model({1, 1}, config::LbPolicy::LoadAware);
   m.lb.load_report_half_life = std::chrono::milliseconds(1000);

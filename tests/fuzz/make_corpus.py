@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora in tests/fuzz/corpus/<target>/ from the inputs
+the unit and integration tests use (string literals pulled from the test
+sources, the YAML under deploy/) plus a few hand-built cases. The output is
+committed; run this again when the tests gain interesting inputs. The xDS
+seeds are binary and written at run time by the target itself
+(tests/fuzz/run.sh)."""
+
+import hashlib, pathlib, re, struct
+
+root = pathlib.Path(__file__).resolve().parents[2]
+out = root / "tests/fuzz/corpus"
+
+
+def save(target, data):
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    d = out / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
+def literals(path, pattern):
+    text = (root / path).read_text()
+    for m in re.finditer(pattern, text):
+        yield bytes(m.group(1), "utf-8").decode("unicode_escape")
+
+
+# JSON bodies: a model-length byte, a new model name, the body.
+for body in set(literals("tests/unit/filters/router/model_extractor_test.cc", r'R"\((.*?)\)"')):
+    save("model_extractor_fuzz", "\x0a" + "real-model" + body)
+    save("model_extractor_fuzz", "\x05" + 'a"b\\c' + body)
+
+# gRPC bodies: a model-length byte, a name, one framed message.
+def varint(n):
+    b = b""
+    while n >= 0x80:
+        b += bytes([(n & 0x7F) | 0x80]); n >>= 7
+    return b + bytes([n])
+
+def field(num, wt, payload):
+    tag = varint((num << 3) | wt)
+    return tag + (varint(len(payload)) + payload if wt == 2 else payload)
+
+def frame(msg, flag=0):
+    return bytes([flag]) + struct.pack(">I", len(msg)) + msg
+
+msgs = [
+    field(1, 2, b"llama3") + field(2, 2, b"1") + field(3, 2, b"req-1"),
+    field(2, 2, b"1") + field(1, 2, b"resnet") + field(5, 2, field(1, 2, b"input0")),
+    field(1, 2, b"a") + field(1, 2, b"b"),
+    field(1, 0, varint(7)) + field(4, 1, b"\0" * 8) + field(6, 5, b"\0" * 4),
+    b"",
+]
+for m in msgs:
+    save("grpc_message_fuzz", b"\x04" + b"real" + frame(m))
+save("grpc_message_fuzz", b"\x00" + frame(msgs[0], 1))
+save("grpc_message_fuzz", b"\x00" + frame(msgs[0]) + frame(msgs[1]))
+for t in ["100m", "5S", "1H", "30u", "99999999n", "2M"]:
+    save("grpc_message_fuzz", b"\x00" + t.encode())
+
+# ORCA headers.
+for h in ["TEXT named_metrics.queue_depth=12, named_metrics.kv_cache_utilization=0.9",
+          "TEXT cpu_utilization=0.5", "queue_depth=3,kv_cache_usage_perc=0.25",
+          "num_requests_waiting=7", "TEXT named_metrics.kv_cache_utilization=1.5"]:
+    save("orca_load_report_fuzz", h)
+
+# Request targets: an options byte, then the target.
+targets = set(literals("tests/unit/proxy/common/path_normalizer_test.cc", r'(?:norm|normalizeTarget)\("((?:[^"\\]|\\.)*)"'))
+targets |= {"http://host:8080/v1/chat?x=1", "/a//b/../c%2Fd%5c", "/v1/%2e%2e/x?q=%zz"}
+for t in targets:
+    for opt in (b"\x01", b"\x02", b"\x05"):
+        save("path_normalizer_fuzz", opt + t.encode("utf-8", "surrogateescape"))
+
+# SPIFFE IDs and allow-list entries.
+ids = set(literals("tests/unit/proxy/tls/spiffe_id_test.cc", r'"(spiffe:[^"]*)"'))
+for i in ids:
+    save("spiffe_id_fuzz", i)
+    save("spiffe_id_fuzz", i + "\0spiffe://td/ns/")
+save("spiffe_id_fuzz", 'By=spiffe://td/a;URI="x,y"')
+
+# JSON string escaping.
+for s in set(literals("tests/unit/proxy/common/json_string_test.cc", r'"((?:[^"\\]|\\.)*)"')):
+    save("json_string_fuzz", s)
+save("json_string_fuzz", b"ok \xff\xfe \xe2\x82\xac \xed\xa0\x80 \x7f \x01")
+
+# YAML: every config under deploy/, and each document on its own.
+for y in sorted(root.glob("deploy/**/*.yaml")):
+    text = y.read_text()
+    save("yaml_config_fuzz", text)
+    for doc in text.split("\n---\n"):
+        save("yaml_config_fuzz", doc)
+
+# HTTP/1.1: a settings byte (read size, limits), then the client's bytes.
+body = '{"model":"llama3","messages":[{"role":"user","content":"hi"}]}'
+reqs = [
+    f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n{body}",
+    f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{len(body):x};e=1\r\n{body}\r\n0\r\ntrailer: t\r\n\r\n",
+    f"POST /v1/chat/completions HTTP/1.0\r\ncontent-length: {len(body)}\r\n\r\n{body}",
+    "GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\nGET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    "GET / HTTP/1.1\r\nhost: x\r\nx-folded: a\r\n b\r\n\r\n",
+    "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\nabc",
+    "GET http://x/v1/models HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
+    "POST / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\nhi",
+]
+for r in reqs:
+    for settings in (b"\x7f", b"\x00", b"\x87"):
+        save("http1_request_fuzz", settings + r.encode())

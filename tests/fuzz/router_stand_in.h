@@ -1,0 +1,34 @@
+#pragma once
+
+// The config compiler asks the filter registry for every filter a listener
+// names. The real router filter pulls in the whole runtime, so the config
+// fuzz targets register a stand-in under its name that accepts and refuses
+// exactly the configs registerRouterFilter() does (none: "{}" or empty) and
+// is terminal; no stream is ever created from it.
+
+#include <memory>
+
+#include "proxy/filter/filter.h"
+
+namespace infermesh::fuzz {
+
+inline void registerRouterStandIn() {
+  struct Factory final : filter::FilterFactory {
+    std::unique_ptr<filter::StreamFilter> create() const override { return nullptr; }
+    bool terminal() const override { return true; }
+  };
+  static const bool done = [] {
+    filter::FilterRegistry::instance().add(
+        "router", [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
+          if (config_json != "{}" && !config_json.empty()) {
+            error = "the router filter takes no config";
+            return nullptr;
+          }
+          return std::make_shared<Factory>();
+        });
+    return true;
+  }();
+  (void)done;
+}
+
+}  // namespace infermesh::fuzz
