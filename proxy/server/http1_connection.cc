@@ -133,13 +133,9 @@ awaitable<boost::system::error_code> Http1Connection::readHead(std::size_t limit
   std::size_t searched = 0;
   for (;;) {
     const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-    const auto end = data.find("\r\n\r\n", searched);
-    if (end != std::string_view::npos) {
-      head_size = end + 4;
-      co_return head_size > limit ? http::error::header_limit : boost::system::error_code{};
-    }
-    if (data.size() >= limit) co_return http::error::header_limit;
-    searched = data.size() < 3 ? 0 : data.size() - 3;
+    const HeadScan scan = scanHead(data, limit, searched, head_size);
+    if (scan == HeadScan::Complete) co_return boost::system::error_code{};
+    if (scan == HeadScan::TooLarge) co_return http::error::header_limit;
     const std::size_t room = buffer_.max_size() - buffer_.size();
     auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(std::min<std::size_t>(room, 16 * 1024)), kTuple);
     buffer_.commit(n);

@@ -6,6 +6,17 @@ namespace infermesh::proxy {
 
 namespace http = boost::beast::http;
 
+HeadScan scanHead(std::string_view data, std::size_t limit, std::size_t& searched, std::size_t& head_size) {
+  const auto end = data.find("\r\n\r\n", searched);
+  if (end != std::string_view::npos) {
+    head_size = end + 4;
+    return head_size > limit ? HeadScan::TooLarge : HeadScan::Complete;
+  }
+  if (data.size() >= limit) return HeadScan::TooLarge;
+  searched = data.size() < 3 ? 0 : data.size() - 3;
+  return HeadScan::NeedMore;
+}
+
 HeadShape inspectHead(std::string_view head) {
   HeadShape shape;
   std::size_t pos = head.find("\r\n");

@@ -16,6 +16,14 @@ namespace infermesh::proxy {
 // the bound is per request so many small ones cannot add up either.
 inline constexpr std::size_t kMaxChunkExtensionBytes = 1024;
 
+enum class HeadScan { NeedMore, Complete, TooLarge };
+
+// One step of reading a request head: whether `data` (what the connection
+// has buffered) holds a whole head of at most `limit` bytes. On Complete,
+// `head_size` is its length through the blank line; on NeedMore, read more
+// and call again with the same `searched` (where the next search starts).
+HeadScan scanHead(std::string_view data, std::size_t limit, std::size_t& searched, std::size_t& head_size);
+
 struct HeadShape {
   bool folded = false;     // a line starting with SP or HTAB (obs-fold)
   std::size_t fields = 0;  // header lines after the request line

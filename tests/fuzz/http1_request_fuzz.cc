@@ -59,19 +59,14 @@ class ClientBytes {
 
 constexpr std::size_t kReadSlack = 64 * 1024;  // as in http1_connection.cc
 
-// Http1Connection::readHead: true when `buffer` holds a whole head within
-// the limit.
+// Http1Connection::readHead with reads from `in`: true when `buffer` holds
+// a whole head within the limit.
 bool readHead(ClientBytes& in, beast::flat_buffer& buffer, std::size_t limit, std::size_t& head_size) {
   std::size_t searched = 0;
   for (;;) {
     const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
-    const auto end = data.find("\r\n\r\n", searched);
-    if (end != std::string_view::npos) {
-      head_size = end + 4;
-      return head_size <= limit;
-    }
-    if (data.size() >= limit) return false;
-    searched = data.size() < 3 ? 0 : data.size() - 3;
+    const proxy::HeadScan scan = proxy::scanHead(data, limit, searched, head_size);
+    if (scan != proxy::HeadScan::NeedMore) return scan == proxy::HeadScan::Complete;
     const std::size_t room = buffer.max_size() - buffer.size();
     boost::system::error_code ec;
     const std::size_t n = in.read_some(buffer.prepare(std::min<std::size_t>(room, 16 * 1024)), ec);

@@ -243,7 +243,7 @@ TEST_F(ControlPlaneTest, ProxyNacksWhatItCannotApplyAndKeepsServing) {
 // Runs infermeshctl; returns its exit status and output.
 int ctl(const std::string& args, std::string& out) {
   out.clear();
-  FILE* p = ::popen((std::string(INFERMESH_BIN_DIR) + "/controlplane/infermeshctl " + args + " 2>&1").c_str(), "r");
+  FILE* p = ::popen((binariesDir() + "/controlplane/infermeshctl " + args + " 2>&1").c_str(), "r");
   char buf[4096];
   while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   const int st = ::pclose(p);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "tests/integration/proxy_fixture.h"
 #include "tests/support/http_client.h"
 #include "tests/support/process.h"
 
@@ -14,7 +15,7 @@ namespace {
 class MockServerTest : public ::testing::Test {
  protected:
   void start(std::vector<std::string> extra) {
-    std::vector<std::string> argv{INFERMESH_BIN_DIR "/bench/infermesh-mock-model", "--port", "0", "--name", "m1",
+    std::vector<std::string> argv{binariesDir() + "/bench/infermesh-mock-model", "--port", "0", "--name", "m1",
                                   "--models", "m-chat,m-embed", "--chunks", "4"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     mock_ = Process::start(argv, "/tmp/infermesh-test-mock-unit.log");

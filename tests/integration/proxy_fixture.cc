@@ -6,7 +6,7 @@
 namespace infermesh::testing {
 
 void ProxyTest::SetUpTestSuite() {
-  bin_dir = INFERMESH_BIN_DIR;
+  bin_dir = binariesDir();
   const std::string models = "chat-model,slow-model,flaky-model,sluggish-model,embed-model";
   fast_a = startMock("fast-a", {"--models", models});
   fast_b = startMock("fast-b", {"--models", models});

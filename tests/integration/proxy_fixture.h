@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -12,6 +13,14 @@
 #include "tests/support/process.h"
 
 namespace infermesh::testing {
+
+// Where the binaries under test are: this build's, or INFERMESH_TEST_BIN_DIR
+// when set (tests/sanitizers.sh points it at the sanitizer build, so the
+// proxies and control planes these tests start run under ASan and UBSan).
+inline std::string binariesDir() {
+  const char* dir = std::getenv("INFERMESH_TEST_BIN_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : INFERMESH_BIN_DIR;
+}
 
 // Mock model servers shared by a test suite (started once), and a proxy per
 // test, all on 127.0.0.1 with ports picked by the kernel.
