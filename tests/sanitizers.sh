@@ -26,7 +26,8 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFERMESH_SANITIZE=ON -DINFERMESH_BENCH=OFF >/dev/null
 targets=(infermesh_unit_tests)
 if [ "$which" != unit ]; then
-  targets+=(infermesh-proxy infermesh-control infermeshctl infermesh-mock-model infermesh-mock-grpc-model)
+  targets+=(infermesh-proxy infermesh-proxy-test-filters infermesh-control infermeshctl infermesh-mock-model
+    infermesh-mock-grpc-model)
 fi
 cmake --build "$build" -j"${JOBS:-2}" --target "${targets[@]}"
 
