@@ -6,9 +6,9 @@
 #include <string>
 
 #include "fuzz_check.h"
-#include "proxy/tls/spiffe_id.h"
+#include "proxy/common/spiffe_id.h"
 
-using namespace infermesh::tls;
+using namespace infermesh::common;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view in(reinterpret_cast<const char*>(data), size);
