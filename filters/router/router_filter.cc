@@ -861,6 +861,17 @@ class RouterFilter final : public filter::StreamFilter {
       conn.stream.lower().expires_after(limit);
       auto [ec, n] = co_await http::async_read_some(conn.stream, conn.buffer, parser, kTuple);
       if (ec == http::error::need_buffer) ec = {};
+      // The parser stops after each chunk; the bytes already received may
+      // hold more (SSE events that arrived together). Parse those into the
+      // same buffer, without waiting for the socket, so they go out in one
+      // write.
+      while (!ec && !parser.is_done() && body.size > 0 && conn.buffer.size() > 0) {
+        boost::system::error_code pec;
+        const std::size_t used = parser.put(conn.buffer.data(), pec);
+        conn.buffer.consume(used);
+        if (pec == http::error::need_more || pec == http::error::need_buffer || (!pec && used == 0)) break;
+        ec = pec;
+      }
       ReadResult r;
       if (ec) r.state = ec == beast::error::timeout ? ReadState::Timeout : ReadState::Reset;
       r.n = cap - parser.get().body().size;
