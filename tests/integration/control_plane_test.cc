@@ -85,16 +85,6 @@ class ControlPlaneTest : public ProxyTest {
     return httpRequest(p.port, "POST", "/v1/chat/completions", chatBody(model, false), headers).status;
   }
 
-  // Polls until `pred` holds (config propagation is asynchronous).
-  static bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 5s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-  }
-
   std::string config_dir;
   std::unique_ptr<Process> control;
   std::string xds;

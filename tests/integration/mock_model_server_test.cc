@@ -47,13 +47,13 @@ TEST_F(MockServerTest, BatchSlotsQueueAndReportLoad) {
   // One generation holds the only slot; the next waits for it in the queue.
   std::thread a([&] { post("/v1/chat/completions", chatBody("m-chat", false)); });
   std::thread b([&] { post("/v1/chat/completions", chatBody("m-chat", false)); });
-  bool queued = false;
-  for (int i = 0; i < 200 && !queued; ++i) {
-    auto r = httpRequest(port_, "GET", "/metrics/orca", "");
-    ASSERT_EQ(r.status, 200);
-    queued = r.body.find("num_requests_running=1, named_metrics.num_requests_waiting=1") != std::string::npos;
-    if (!queued) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const bool queued = eventually(
+      [&] {
+        auto r = httpRequest(port_, "GET", "/metrics/orca", "");
+        EXPECT_EQ(r.status, 200);
+        return r.body.find("num_requests_running=1, named_metrics.num_requests_waiting=1") != std::string::npos;
+      },
+      std::chrono::milliseconds(1000), std::chrono::milliseconds(5));
   a.join();
   b.join();
   EXPECT_TRUE(queued) << "never saw one running and one waiting";

@@ -59,16 +59,6 @@ class ProxyTest : public ::testing::Test {
   static bool hasCode(const HttpResponse& r, const std::string& code) {
     return r.body.find("\"code\":\"" + code + "\"") != std::string::npos;
   }
-  // Polls until `pred` holds or `limit` passes.
-  template <typename Pred>
-  static bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
-  }
 
   static inline Mock fast_a, fast_b, slow, resetting, sluggish, limited, failing, windowed, toggled;
   static inline std::string bin_dir;

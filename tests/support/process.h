@@ -5,9 +5,23 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace infermesh::testing {
+
+// Polls `pred` every `step` until it holds or `limit` passes; its last
+// answer. Tests wait on conditions this way, never on fixed sleeps.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000),
+                std::chrono::milliseconds step = std::chrono::milliseconds(20)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(step);
+  }
+  return pred();
+}
 
 // A child process with its stdout on a pipe (for the "bound to ip:port"
 // lines) and stderr in a file. The destructor kills and reaps it.
