@@ -73,7 +73,7 @@ for t in targets:
         save("path_normalizer_fuzz", opt + t.encode("utf-8", "surrogateescape"))
 
 # SPIFFE IDs and allow-list entries.
-ids = set(literals("tests/unit/proxy/tls/spiffe_id_test.cc", r'"(spiffe:[^"]*)"'))
+ids = set(literals("tests/unit/proxy/common/spiffe_id_test.cc", r'"(spiffe:[^"]*)"'))
 for i in ids:
     save("spiffe_id_fuzz", i)
     save("spiffe_id_fuzz", i + "\0spiffe://td/ns/")
@@ -106,3 +106,45 @@ reqs = [
 for r in reqs:
     for settings in (b"\x7f", b"\x00", b"\x87"):
         save("http1_request_fuzz", settings + r.encode())
+
+# JWT: a token, then NUL and a JWKS. The signatures and keys here are
+# stand-ins of the right sizes; tokens signed by real keys, with the JWKS
+# that verifies them, are written at run time by the target itself.
+import base64, json
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+def filler(n, seed):
+    return bytes((i * 7 + seed) % 256 for i in range(n))
+
+def jws(header, payload, siglen):
+    return b64u(header.encode()) + b"." + b64u(payload.encode()) + b"." + b64u(filler(siglen, siglen))
+
+claims = '{"iss":"https://issuer.test","sub":"u","aud":"api","exp":2000000000,"iat":1700000000,"tenant":"acme","groups":["a","b"]}'
+headers = [
+    ('{"alg":"RS256","typ":"JWT","kid":"rsa"}', 256), ('{"alg":"ES256","typ":"JWT","kid":"ec"}', 64),
+    ('{"alg":"EdDSA","kid":"ed"}', 64), ('{"alg":"EdDSA"}', 64), ('{"alg":"RS256","typ":"at+jwt","kid":"rsa"}', 512),
+    ('{"alg":"none","typ":"JWT"}', 0), ('{"alg":"HS256","typ":"JWT","kid":"rsa"}', 32),
+    ('{"alg":"ES256","kid":"ec","crit":["exp"]}', 64), ('{"alg":"ES256","alg":"none"}', 64),
+    ('{"alg":"ES256","kid":"ec","jwk":{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}}', 64),
+]
+payloads = [claims, '{"iss":"https://issuer.test","aud":["x","api"],"exp":2000000000.5,"nbf":1600000000}',
+            '{"iss":"https://issuer.test","exp":"soon","obj":{"a":[1,2]}}', '[]', '{"iss":"a","iss":"b"}']
+ec_jwk = {"kty": "EC", "crv": "P-256", "x": b64u(filler(32, 1)).decode(), "y": b64u(filler(32, 2)).decode(),
+          "alg": "ES256", "use": "sig", "kid": "ec"}
+rsa_jwk = {"kty": "RSA", "n": b64u(b"\xc3" + filler(255, 3)).decode(), "e": "AQAB", "alg": "RS256", "kid": "rsa"}
+ed_jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64u(filler(32, 4)).decode(), "kid": "ed"}
+jwks_docs = [
+    json.dumps({"keys": [ec_jwk, rsa_jwk, ed_jwk]}),
+    json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hs"}, dict(rsa_jwk, use="enc"),
+                         dict(ec_jwk, crv="P-384"), dict(ed_jwk, key_ops=["sign"]), dict(ec_jwk, alg="RS256"), "x", []]}),
+    '{"keys":[]}', '{"keys":{}}', '[]', '{"keys":[{"kty":"EC","kty":"RSA"}]}',
+]
+for i, (h, siglen) in enumerate(headers):
+    for j, p in enumerate(payloads):
+        t = jws(h, p, siglen)
+        save("jwt_fuzz", t)
+        save("jwt_fuzz", t + b"\0" + jwks_docs[(i + j) % len(jwks_docs)].encode())
+for bad in [b"a.b", b"a.b.c.d", b"..", b"eyJhbGciOiJFUzI1NiJ9=.e30.", b"eyJhbGciOiJFUzI1NiJ9.e30+.AA"]:
+    save("jwt_fuzz", bad)

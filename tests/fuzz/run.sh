@@ -16,7 +16,7 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 build="${FUZZ_BUILD_DIR:-build-fuzz}"
 seconds="${FUZZ_SECONDS:-20}"
 all=(model_extractor_fuzz grpc_message_fuzz orca_load_report_fuzz path_normalizer_fuzz spiffe_id_fuzz
-  json_string_fuzz yaml_config_fuzz xds_response_fuzz http1_request_fuzz)
+  json_string_fuzz yaml_config_fuzz xds_response_fuzz http1_request_fuzz jwt_fuzz)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all[*]}}"
 
 CXX="${FUZZ_CXX:-clang++-14}" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -32,7 +32,8 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   seeds=()
   if [ -d "tests/fuzz/corpus/$t" ]; then seeds=("tests/fuzz/corpus/$t"); fi
-  if [ "$t" = xds_response_fuzz ]; then INFERMESH_FUZZ_WRITE_SEEDS="$work" "$build/fuzz/$t"; fi
+  # These two write seeds that need code (protobuf, signatures) to build.
+  if [ "$t" = xds_response_fuzz ] || [ "$t" = jwt_fuzz ]; then INFERMESH_FUZZ_WRITE_SEEDS="$work" "$build/fuzz/$t"; fi
   dict=()
   if [ -f "tests/fuzz/$t.dict" ]; then dict=(-dict="tests/fuzz/$t.dict"); fi
   log="$build/fuzz-logs/$t.log"
