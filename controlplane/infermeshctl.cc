@@ -2,6 +2,7 @@
 //   infermeshctl validate DIR
 //   infermeshctl status --control-plane ADMIN_ADDR
 //   infermeshctl explain --config-dir DIR --model M [--path P] [--listener L] [--header k=v ...]
+//   infermeshctl audit verify FILE...   (docs/audit.md)
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "filters/router/route_matcher.h"
+#include "proxy/audit/audit_chain.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
 
@@ -25,7 +27,8 @@ int usage() {
                "usage:\n"
                "  infermeshctl validate DIR|FILE\n"
                "  infermeshctl status --control-plane ADMIN_ADDR\n"
-               "  infermeshctl explain --config-dir DIR --model M [--path P] [--listener L] [--header k=v ...]\n");
+               "  infermeshctl explain --config-dir DIR --model M [--path P] [--listener L] [--header k=v ...]\n"
+               "  infermeshctl audit verify FILE...   (rotated files oldest first: log.2 log.1 log)\n");
   return 2;
 }
 
@@ -191,12 +194,46 @@ int explain(const std::string& dir, const std::string& model, const std::string&
   return 0;
 }
 
+// Exit 0 when the chain holds, 1 when a record is broken, 2 when a file
+// cannot be read (nothing was judged).
+int auditVerify(const std::vector<std::string>& files) {
+  const auto r = audit::verifyChain(files);
+  if (r.unreadable) {
+    std::fprintf(stderr, "%s: %s\n", r.first_bad_path.c_str(), r.reason.c_str());
+    return 2;
+  }
+  if (!r.ok) {
+    std::printf("broken: %s line %llu (seq %s): %s\n", r.first_bad_path.c_str(),
+                static_cast<unsigned long long>(r.first_bad_line),
+                r.first_bad_seq == 0 ? "?" : std::to_string(r.first_bad_seq).c_str(), r.reason.c_str());
+    if (r.records > 0)
+      std::printf("the %llu records before it verify (seq %llu..%llu)\n", static_cast<unsigned long long>(r.records),
+                  static_cast<unsigned long long>(r.first_seq), static_cast<unsigned long long>(r.last_seq));
+    return 1;
+  }
+  if (r.records == 0) {
+    std::printf("ok: 0 records\n");
+    return 0;
+  }
+  std::printf("ok: %llu records, seq %llu..%llu\n", static_cast<unsigned long long>(r.records),
+              static_cast<unsigned long long>(r.first_seq), static_cast<unsigned long long>(r.last_seq));
+  std::printf("last hash: %.*s\n", int(r.last_hash.size()), r.last_hash.data());
+  if (r.starts_mid_chain)
+    std::printf("note: seq %llu chains to a record not in these files (rotated away?); it is taken as the start\n",
+                static_cast<unsigned long long>(r.first_seq));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) return usage();
   const std::string cmd = argv[1];
   if (cmd == "validate") return argc == 3 ? validate(argv[2]) : usage();
+  if (cmd == "audit") {
+    if (argc < 4 || std::string(argv[2]) != "verify") return usage();
+    return auditVerify(std::vector<std::string>(argv + 3, argv + argc));
+  }
   std::string control_plane, dir, model, path = "/v1/chat/completions", listener;
   std::vector<std::pair<std::string, std::string>> headers;
   for (int i = 2; i < argc; ++i) {
