@@ -9,6 +9,8 @@ std::shared_ptr<const xds::Snapshot> buildSnapshot(const config::Resources& reso
   for (const auto& m : resources.models) b.add(m.name, m.spec);
   for (const auto& l : resources.listeners) b.add(l.name, l.spec);
   for (const auto& r : resources.routes) b.add(r.name, r.spec);
+  for (const auto& t : resources.tenants) b.add(t.name, t.spec);
+  for (const auto& p : resources.policies) b.add(p.name, p.spec);
   return b.build();
 }
 

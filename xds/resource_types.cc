@@ -5,7 +5,8 @@
 namespace infermesh::xds {
 
 const std::vector<std::string>& pushOrder() {
-  static const std::vector<std::string> order{std::string(kModelType), std::string(kListenerType),
+  static const std::vector<std::string> order{std::string(kModelType), std::string(kTenantType),
+                                              std::string(kPolicyType), std::string(kListenerType),
                                               std::string(kRouteType)};
   return order;
 }

@@ -49,32 +49,45 @@ echo
 echo "== infermesh is running: mock model servers on :18001 and :18002, the control plane"
 echo "   (xDS :18000, admin :19000) and a proxy on :18080 configured by it"
 echo
-echo "== POST /v1/chat/completions (model \"llama3\", an alias of llama-3-8b-instruct)"
-curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions \
+echo "== POST /v1/chat/completions as tenant team-a (its API key: sk-demo-team-a; model \"llama3\","
+echo "   an alias of llama-3-8b-instruct)"
+KEY_A='authorization: Bearer sk-demo-team-a'
+KEY_B='authorization: Bearer sk-demo-team-b'
+curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" \
   -H 'content-type: application/json' \
   -d '{"model":"llama3","messages":[{"role":"user","content":"Say hello to the mesh"}]}'
 echo
 grep -iE '^(x-mock-server|x-infermesh-model|x-request-id)' "$RUN/headers.txt" | sed 's/^/   /'
 echo
 echo "== the same request, streamed (SSE, one event per token)"
-curl -sSN http://127.0.0.1:18080/v1/chat/completions \
+curl -sSN http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" \
   -H 'content-type: application/json' \
   -d '{"model":"llama3","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream it"}]}'
 echo
 echo "== \"model\": \"auto\" with capability code: the cheapest capable model answers (see x-infermesh-model)"
-curl -sS -D - -o /dev/null http://127.0.0.1:18080/v1/chat/completions -H 'x-infermesh-capability: code' \
+curl -sS -D - -o /dev/null http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" -H 'x-infermesh-capability: code' \
   -d '{"model":"auto","messages":[{"role":"user","content":"Write a sort"}]}' | grep -i '^x-infermesh-model' | sed 's/^/   /'
 echo
 echo "== the same over HTTP/2 (h2c, prior knowledge)"
-curl -sS --http2-prior-knowledge -o /dev/null -w '   HTTP/%{http_version} %{http_code}\n' http://127.0.0.1:18080/v1/chat/completions \
+curl -sS --http2-prior-knowledge -o /dev/null -w '   HTTP/%{http_version} %{http_code}\n' http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" \
   -d '{"model":"llama3","messages":[{"role":"user","content":"hi"}]}'
 echo
 echo "== an unknown model gets an OpenAI-shaped error"
-curl -sS http://127.0.0.1:18080/v1/chat/completions -d '{"model":"gpt-9","messages":[]}'
+curl -sS http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" -d '{"model":"gpt-9","messages":[]}'
 echo
+echo
+echo "== governance: no key is a 401; team-b may not use the 70b model (403, the rule that decided);"
+echo "   GET /v1/models lists what each caller may use"
+curl -sS http://127.0.0.1:18080/v1/chat/completions -d '{"model":"llama3","messages":[]}'
+echo
+curl -sS http://127.0.0.1:18080/v1/chat/completions -H "$KEY_B" -d '{"model":"llama-3-70b-instruct","messages":[]}'
+echo
+printf '   team-a: '; curl -sS http://127.0.0.1:18080/v1/models -H "$KEY_A" | grep -o '"id":"[^"]*"' | tr '\n' ' '; echo
+printf '   team-b: '; curl -sS http://127.0.0.1:18080/v1/models -H "$KEY_B" | grep -o '"id":"[^"]*"' | tr '\n' ' '; echo
+echo "   audit chain: $("$BIN/controlplane/infermeshctl" audit verify "$RUN/audit.log" | head -1)"
 echo
 echo "== request metrics (full set: curl http://127.0.0.1:19901/metrics)"
-curl -sS http://127.0.0.1:19901/metrics | grep '^infermesh_http_requests_total' | sed 's/^/   /'
+curl -sS http://127.0.0.1:19901/metrics | grep -E '^infermesh_(http_requests_total|authn_denied_total\{reason="missing|authz_denied_total)' | sed 's/^/   /'
 echo
 echo "== what the control plane knows (infermeshctl status)"
 "$BIN/controlplane/infermeshctl" status --control-plane 127.0.0.1:19000 | sed 's/^/   /'
@@ -85,6 +98,7 @@ Where to look next:
   proxy config dump   curl http://127.0.0.1:19901/config_dump
   control plane       curl http://127.0.0.1:19000/status   (and /metrics)
   access log          $RUN/access.log
+  audit log           $RUN/audit.log   (check: $BIN/controlplane/infermeshctl audit verify $RUN/audit.log)
   logs                $RUN/proxy.log  $RUN/control.log
   change the config   edit deploy/local/*.yaml: the control plane pushes it to the proxy
   check a change      $BIN/controlplane/infermeshctl validate deploy/local

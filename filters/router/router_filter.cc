@@ -29,6 +29,7 @@
 #include "proxy/server/upstream_h2.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/health_checker.h"
+#include "proxy/upstream/credential_file.h"
 #include "proxy/upstream/load_balancer.h"
 
 namespace infermesh::router {
@@ -45,6 +46,44 @@ using stats::DownstreamError;
 using stats::UpstreamError;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// Models' upstream credentials (Model.upstreamCredential), read from their
+// files per snapshot and kept fresh off the request path.
+const std::uint32_t kCredentialSlot = filter::nextRuntimeSlot();
+struct Credentials {
+  std::vector<std::shared_ptr<upstream::CredentialFile>> by_model;  // null: none
+};
+
+bool prepareCredentials(const config::Snapshot& snap, std::string& error) {
+  auto creds = std::make_shared<Credentials>();
+  bool any = false;
+  for (const auto& m : snap.models) {
+    std::shared_ptr<upstream::CredentialFile> f;
+    if (m.upstream_credential.enabled()) {
+      f = upstream::CredentialFile::open(m.upstream_credential.value_file, error);
+      if (!f) {
+        error = "Model/" + m.name + " upstreamCredential: " + error;
+        return false;
+      }
+      any = true;
+    }
+    creds->by_model.push_back(std::move(f));
+  }
+  if (!any) return true;
+  if (snap.filter_runtime.size() <= kCredentialSlot) snap.filter_runtime.resize(kCredentialSlot + 1);
+  snap.filter_runtime[kCredentialSlot] = std::move(creds);
+  return true;
+}
+
+const filter::Registration kCredentialsPrepared{filter::SnapshotPreparer{&prepareCredentials}};
+
+// The header and value the model's endpoints expect; null when it has none.
+std::shared_ptr<const std::string> credentialFor(const StreamContext& ctx, const config::ModelConfig& model) {
+  if (!model.upstream_credential.enabled()) return nullptr;
+  const auto* creds = static_cast<const Credentials*>(ctx.snapshot->runtime(kCredentialSlot));
+  if (creds == nullptr || model.index >= creds->by_model.size() || !creds->by_model[model.index]) return nullptr;
+  return creds->by_model[model.index]->value();
+}
 
 // Names listed in a Connection header are hop-by-hop for this message too.
 bool namedInConnection(std::string_view connection, std::string_view name) {
@@ -189,7 +228,10 @@ class RouterFilter final : public filter::StreamFilter {
     h += " HTTP/1.1\r\n";
     std::string_view forwarded_for;
     const std::string_view connection = ctx.request.headers.get("connection").value_or("");
+    const auto& cred = ctx.target_model->upstream_credential;
+    const auto secret = credentialFor(ctx, *ctx.target_model);
     for (const auto& [name, value] : ctx.request.headers.fields()) {
+      if (secret && filter::equalsIgnoreCase(name, cred.header)) continue;  // the model's own replaces it
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "host") ||
           filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
           filter::equalsIgnoreCase(name, "x-request-id") || filter::equalsIgnoreCase(name, "x-forwarded-client-cert") ||
@@ -220,7 +262,16 @@ class RouterFilter final : public filter::StreamFilter {
       h += common::xfccValue(ctx.peer_identity);
       h += "\r\n";
     }
+    // After length_at_: a mirror copies the head up to there and must not
+    // carry this model's credential to another model's server.
     length_at_ = h.size();
+    if (secret) {
+      h += cred.header;
+      h += ": ";
+      h += cred.prefix;
+      h += *secret;
+      h += "\r\n";
+    }
     if (!body_.empty() || ctx.request.method == "POST" || ctx.request.method == "PUT") {
       h += "content-length: ";
       h += std::to_string(body_.size());
@@ -240,6 +291,8 @@ class RouterFilter final : public filter::StreamFilter {
       if (!body.empty() && !ctx.model.empty()) rewriteBodyModel(body, *m.model);
       // The primary's head up to its content-length, then the copy's own.
       std::string head = head_.substr(0, length_at_);
+      if (auto secret = credentialFor(ctx, *m.model))
+        head += m.model->upstream_credential.header + ": " + m.model->upstream_credential.prefix + *secret + "\r\n";
       head += "content-length: " + std::to_string(body.size()) + "\r\nx-infermesh-shadow: 1\r\nhost: ";
       spawnMirror(worker, ctx.snapshot, *m.model, std::move(head), std::move(body),
                   std::chrono::duration_cast<std::chrono::milliseconds>(ctx.route->idle_timeout));
@@ -351,9 +404,11 @@ class RouterFilter final : public filter::StreamFilter {
 
   upstream::PickRequest pickRequest(const StreamContext& ctx, const config::ModelConfig& model,
                                     std::uint64_t hash) const {
-    return upstream::PickRequest{tried_,           upstream::Clock::now(),
-                                 hash,             &ctx.route->residency,
-                                 &request_regions_, model.locality.enabled ? &ctx.worker->locality() : nullptr};
+    upstream::PickRequest pick{tried_,           upstream::Clock::now(),
+                               hash,             &ctx.route->residency,
+                               &request_regions_, model.locality.enabled ? &ctx.worker->locality() : nullptr};
+    if (ctx.request_policy) pick.policy_regions = ctx.request_policy->regionsFor(model);
+    return pick;
   }
 
   // The consistent-hash key: the configured header, else a prefix of the
@@ -493,6 +548,7 @@ class RouterFilter final : public filter::StreamFilter {
       const auto& ep = model.endpoints[static_cast<std::size_t>(picked)];
       ++ctx.upstream_attempts;
       ctx.upstream_address = ep.address;
+      ctx.upstream_region = ep.region;
       auto& state = worker.endpointStates().get(ep.key);  // a stable reference
       // Load is tracked only where there is a choice to make.
       if (balance) ++state.outstanding;
@@ -789,7 +845,11 @@ class RouterFilter final : public filter::StreamFilter {
     h.emplace_back(":path", ctx.request.target);
     std::string_view forwarded_for;
     const std::string_view connection = ctx.request.headers.get("connection").value_or("");
+    const auto& cred = ctx.target_model->upstream_credential;
+    const auto secret = credentialFor(ctx, *ctx.target_model);
+    if (secret) h.emplace_back(cred.header, cred.prefix + *secret);
     for (const auto& [name, value] : ctx.request.headers.fields()) {
+      if (secret && filter::equalsIgnoreCase(name, cred.header)) continue;
       // `te: trailers` is the one hop-by-hop field HTTP/2 keeps (gRPC needs it).
       const bool te_trailers = filter::equalsIgnoreCase(name, "te") && filter::equalsIgnoreCase(value, "trailers");
       if ((!te_trailers && proxy::isHopByHop(name)) || filter::equalsIgnoreCase(name, "host") ||

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <functional>
 
+#include "proxy/config/governance_compiler.h"
 #include "proxy/config/yaml_loader.h"
 #include "proxy/common/spiffe_id.h"
 #include "proxy/stats/name_table.h"
@@ -120,6 +121,7 @@ class Compiler {
         if (list.empty() || list.back() != i) list.push_back(i);
       }
     }
+    compileGovernance(r_, *snap, errors_);
 
     std::string dump = "{\"version\":" + std::to_string(version) + ",";
     dumpResources(dump, "listeners", r_.listeners);
@@ -127,6 +129,10 @@ class Compiler {
     dumpResources(dump, "models", r_.models);
     dump += ',';
     dumpResources(dump, "routes", r_.routes);
+    dump += ',';
+    dumpResources(dump, "tenants", r_.tenants);
+    dump += ',';
+    dumpResources(dump, "policies", r_.policies);
     dump += '}';
     snap->hash = std::to_string(std::hash<std::string>{}(dump.substr(dump.find(','))));
     snap->dump_json = std::move(dump);
@@ -194,6 +200,20 @@ class Compiler {
     if (mc.price_in_per_1k < 0 || mc.price_out_per_1k < 0)
       errors_.push_back(m.error("spec.pricing", "prices must be >= 0"));
     mc.regions.assign(spec.regions().begin(), spec.regions().end());
+    if (spec.has_upstream_credential()) {
+      const auto& c = spec.upstream_credential();
+      auto& uc = mc.upstream_credential;
+      uc.header = c.header();
+      std::transform(uc.header.begin(), uc.header.end(), uc.header.begin(),
+                     [](unsigned char ch) { return std::tolower(ch); });
+      uc.value_file = c.value_file();
+      uc.prefix = c.prefix();
+      if (uc.header.empty() || uc.header.find_first_of(" :\r\n") != std::string::npos)
+        errors_.push_back(m.error("spec.upstreamCredential.header", "must be a header name"));
+      if (uc.value_file.empty()) errors_.push_back(m.error("spec.upstreamCredential.valueFile", "is required"));
+      if (uc.prefix.find_first_of("\r\n") != std::string::npos)
+        errors_.push_back(m.error("spec.upstreamCredential.prefix", "must be on one line"));
+    }
     if (spec.has_outlier_detection()) {
       const auto& od = spec.outlier_detection();
       mc.outlier.consecutive_failures = od.consecutive_failures();
@@ -410,6 +430,13 @@ class Compiler {
     duration(lim.has_body_timeout(), lim.body_timeout(), lc.limits.body_timeout, "spec.limits.bodyTimeout");
     duration(lim.has_idle_timeout(), lim.idle_timeout(), lc.limits.idle_timeout, "spec.limits.idleTimeout");
     lc.access_log = spec.access_log().path();
+    lc.audit_log = spec.audit_log().path();
+    if (spec.audit_log().max_bytes()) lc.audit_max_bytes = spec.audit_log().max_bytes();
+    if (spec.audit_log().keep_files()) lc.audit_keep_files = spec.audit_log().keep_files();
+    if (lc.audit_log.empty() && (spec.audit_log().max_bytes() || spec.audit_log().keep_files()))
+      errors_.push_back(l.error("spec.auditLog.path", "is required"));
+    if (spec.audit_log().max_bytes() && spec.audit_log().max_bytes() < 4096)
+      errors_.push_back(l.error("spec.auditLog.maxBytes", "must be at least 4096"));
     if (spec.has_path_normalization()) {
       const auto& pn = spec.path_normalization();
       if (pn.has_merge_slashes()) lc.path_normalization.merge_slashes = pn.merge_slashes();

@@ -52,6 +52,45 @@ Resources selectForNode(const Resources& all, const Labels& labels) {
     }
     out.routes.push_back(r);
   }
+  out.tenants = all.tenants;
+  // A policy follows the listeners and routes it protects: attachments and
+  // rule conditions naming ones this node does not get are dropped, and a
+  // rule that only applied to those routes goes with them (dropping just
+  // the condition would widen the rule).
+  auto hasListener = [&](const std::string& n) {
+    for (const auto& l : out.listeners)
+      if (l.name == n) return true;
+    return false;
+  };
+  auto hasRoute = [&](const std::string& n) {
+    for (const auto& r : out.routes)
+      if (r.name == n) return true;
+    return false;
+  };
+  for (const auto& p : all.policies) {
+    auto copy = p;
+    auto& spec = copy.spec;
+    spec.clear_listeners();
+    spec.clear_routes();
+    for (const auto& l : p.spec.listeners())
+      if (hasListener(l)) spec.add_listeners(l);
+    for (const auto& r : p.spec.routes())
+      if (hasRoute(r)) spec.add_routes(r);
+    if (spec.listeners().empty() && spec.routes().empty()) continue;
+    spec.clear_rules();
+    for (const auto& rule : p.spec.rules()) {
+      if (rule.routes().empty()) {
+        *spec.add_rules() = rule;
+        continue;
+      }
+      v1::PolicyRule kept = rule;
+      kept.clear_routes();
+      for (const auto& r : rule.routes())
+        if (hasRoute(r)) kept.add_routes(r);
+      if (!kept.routes().empty()) *spec.add_rules() = std::move(kept);
+    }
+    out.policies.push_back(std::move(copy));
+  }
   return out;
 }
 

@@ -36,12 +36,16 @@ struct Resource {
 template <> inline std::string Resource<v1::Listener>::document() const { return "Listener/" + name; }
 template <> inline std::string Resource<v1::Model>::document() const { return "Model/" + name; }
 template <> inline std::string Resource<v1::Route>::document() const { return "Route/" + name; }
+template <> inline std::string Resource<v1::Tenant>::document() const { return "Tenant/" + name; }
+template <> inline std::string Resource<v1::Policy>::document() const { return "Policy/" + name; }
 
 // Everything read from a config file or directory, in source order.
 struct Resources {
   std::vector<Resource<v1::Listener>> listeners;
   std::vector<Resource<v1::Model>> models;
   std::vector<Resource<v1::Route>> routes;
+  std::vector<Resource<v1::Tenant>> tenants;
+  std::vector<Resource<v1::Policy>> policies;
 };
 
 }  // namespace infermesh::config

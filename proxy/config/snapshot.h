@@ -9,6 +9,7 @@
 
 #include "proxy/common/cidr.h"
 #include "proxy/common/path_normalizer.h"
+#include "proxy/config/governance.h"
 #include "proxy/filter/filter.h"
 
 namespace infermesh::tls {
@@ -105,6 +106,15 @@ struct OutlierConfig {
 // body by this, never by what the client's content-type claims.
 enum class BodyFormat : std::uint8_t { OpenAi, OpenInference };
 
+// A credential added to every request toward a model's endpoints; the
+// value is read by the proxy from the file (never part of config).
+struct UpstreamCredentialConfig {
+  std::string header;  // lowercase
+  std::string value_file;
+  std::string prefix;
+  bool enabled() const { return !value_file.empty(); }
+};
+
 struct ModelConfig {
   std::string name;
   BodyFormat body_format = BodyFormat::OpenAi;
@@ -129,6 +139,7 @@ struct ModelConfig {
   double price_in_per_1k = 0;
   double price_out_per_1k = 0;
   std::vector<std::string> regions;
+  UpstreamCredentialConfig upstream_credential;
   bool hasCapability(std::string_view c) const {
     for (const auto& x : capabilities)
       if (x == c) return true;
@@ -278,6 +289,10 @@ struct ListenerConfig {
   std::vector<std::string> trusted_spiffe_ids;
   std::vector<common::Cidr> trusted_sources;
   std::vector<std::string> client_headers;
+  // Audit records of request decisions (the authz filter); empty: none.
+  std::string audit_log;
+  std::uint64_t audit_max_bytes = 100ull << 20;
+  std::uint32_t audit_keep_files = 5;
 };
 
 // Mozilla's "intermediate" TLS 1.2 suites without the DHE ones: forward
@@ -306,11 +321,18 @@ struct Snapshot {
   std::unordered_map<std::string, const ModelConfig*, StringHash, std::equal_to<>> model_by_name;  // names and aliases
   // Models by capability, in source order (capability selection).
   std::unordered_map<std::string, std::vector<const ModelConfig*>, StringHash, std::equal_to<>> models_by_capability;
+  std::shared_ptr<const Governance> governance;  // Tenants and Policies; null: none
   std::string dump_json;  // the source resources as JSON, for /config_dump
   // TLS client contexts by model index, attached by the proxy before the
   // snapshot is published (loading certificates is the runtime's job, not
   // the compiler's); null where a model has no upstream TLS.
   mutable std::vector<std::shared_ptr<const tls::ClientContext>> upstream_tls;
+  // State filters attach before the snapshot is published (JWKS key
+  // sources, per-policy metrics, audit writers), by filter::RuntimeSlot.
+  mutable std::vector<std::shared_ptr<const void>> filter_runtime;
+  const void* runtime(std::uint32_t slot) const {
+    return slot < filter_runtime.size() ? filter_runtime[slot].get() : nullptr;
+  }
   const tls::ClientContext* upstreamTls(std::uint32_t model_index) const {
     return model_index < upstream_tls.size() ? upstream_tls[model_index].get() : nullptr;
   }

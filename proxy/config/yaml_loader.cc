@@ -429,12 +429,12 @@ void YamlLoader::loadText(std::string_view text, const std::string& file) {
         }
       }
       if (!kind || !kind.IsScalar()) {
-        fail(doc, "kind", "is required (Listener, Model or Route)");
+        fail(doc, "kind", "is required (Listener, Model, Route, Tenant or Policy)");
         continue;
       }
       const std::string& k = kind.Scalar();
-      if (k != "Listener" && k != "Model" && k != "Route") {
-        fail(kind, "kind", "unknown kind \"" + k + "\" (expected Listener, Model or Route)");
+      if (k != "Listener" && k != "Model" && k != "Route" && k != "Tenant" && k != "Policy") {
+        fail(kind, "kind", "unknown kind \"" + k + "\" (expected Listener, Model, Route, Tenant or Policy)");
         continue;
       }
       where = k + "/" + name;
@@ -445,6 +445,8 @@ void YamlLoader::loadText(std::string_view text, const std::string& file) {
       if (!ok) continue;
       if (k == "Listener") addResource(resources_.listeners, spec, name, file, errors_);
       else if (k == "Model") addResource(resources_.models, spec, name, file, errors_);
+      else if (k == "Tenant") addResource(resources_.tenants, spec, name, file, errors_);
+      else if (k == "Policy") addResource(resources_.policies, spec, name, file, errors_);
       else addResource(resources_.routes, spec, name, file, errors_);
     } catch (const YAML::Exception& e) {
       fail(doc, "", std::string("invalid document: ") + e.what());

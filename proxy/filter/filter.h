@@ -116,17 +116,32 @@ class TargetResolver {
   virtual bool resolve(StreamContext& ctx, std::string& body) const = 0;
 };
 
+// Runtime state a filter builds for each new snapshot before any worker
+// sees it (key sources, metrics per policy, writers), stored in
+// snapshot.filter_runtime[slot]. Runs on the proxy's main thread only,
+// never in the control plane or tools, which validate without sockets.
+// False with `error` rejects the snapshot like a config error.
+struct SnapshotPreparer {
+  std::function<bool(const config::Snapshot&, std::string& error)> prepare;
+};
+
+// A slot in Snapshot::filter_runtime, taken once by a filter at start-up.
+std::uint32_t nextRuntimeSlot();
+
 // Filters register by name; listeners name them in YAML.
 class FilterRegistry {
  public:
   static FilterRegistry& instance();
   void add(std::string name, FilterFactoryBuilder builder);
   const FilterFactoryBuilder* find(std::string_view name) const;
+  void addPreparer(SnapshotPreparer p) { preparers_.push_back(std::move(p)); }
+  bool prepare(const config::Snapshot& snapshot, std::string& error) const;
   void setResolver(std::shared_ptr<const TargetResolver> r) { resolver_ = std::move(r); }
   const std::shared_ptr<const TargetResolver>& resolver() const { return resolver_; }
 
  private:
   std::vector<std::pair<std::string, FilterFactoryBuilder>> builders_;
+  std::vector<SnapshotPreparer> preparers_;
   std::shared_ptr<const TargetResolver> resolver_;
 };
 
@@ -141,6 +156,7 @@ struct Registration {
   explicit Registration(std::shared_ptr<const TargetResolver> resolver) {
     FilterRegistry::instance().setResolver(std::move(resolver));
   }
+  explicit Registration(SnapshotPreparer preparer) { FilterRegistry::instance().addPreparer(std::move(preparer)); }
 };
 
 // A Route's setting for one filter of the listener's chain: its own config

@@ -1,4 +1,5 @@
 #include "proxy/filter/filter_manager.h"
+#include "proxy/filter/identity.h"
 
 #include <algorithm>
 #include <atomic>
@@ -43,6 +44,29 @@ FilterRegistry& FilterRegistry::instance() {
 
 void FilterRegistry::add(std::string name, FilterFactoryBuilder builder) {
   builders_.emplace_back(std::move(name), std::move(builder));
+}
+
+const StateKey<Identity> kIdentity;
+
+const char* methodName(Identity::Method m) {
+  switch (m) {
+    case Identity::Method::ApiKey: return "api_key";
+    case Identity::Method::Jwt: return "jwt";
+    case Identity::Method::Mtls: return "mtls";
+    case Identity::Method::None: break;
+  }
+  return "none";
+}
+
+std::uint32_t nextRuntimeSlot() {
+  static std::atomic<std::uint32_t> next{0};
+  return next++;
+}
+
+bool FilterRegistry::prepare(const config::Snapshot& snapshot, std::string& error) const {
+  for (const auto& p : preparers_)
+    if (!p.prepare(snapshot, error)) return false;
+  return true;
 }
 
 const FilterFactoryBuilder* FilterRegistry::find(std::string_view name) const {

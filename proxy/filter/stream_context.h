@@ -166,6 +166,17 @@ class FilterState {
   std::vector<Slot> slots_;
 };
 
+// What governance (the authz filter) lets one request use, for the router:
+// it asks before each model it tries (fallbacks included) and picks
+// endpoints only in the regions returned.
+class RequestPolicy {
+ public:
+  virtual ~RequestPolicy() = default;
+  // Endpoint regions `model` may serve this request from; nullptr: any
+  // region. An empty list: the model may not serve it at all.
+  virtual const std::vector<std::string>* regionsFor(const config::ModelConfig& model) const = 0;
+};
+
 // Where an error came from, for logs and metrics.
 enum class ErrorSource { None, Downstream, Upstream, Internal };
 
@@ -198,7 +209,9 @@ struct StreamContext {
   // none does, the router answers with this. target_model is null then.
   std::optional<LocalReply> unresolved;
   std::string upstream_address;
+  std::string_view upstream_region;  // of the endpoint that served (config-owned)
   int upstream_attempts = 0;
+  const RequestPolicy* request_policy = nullptr;  // set by authz; null: no restriction
 
   // Response side, for log hooks.
   unsigned response_status = 0;

@@ -87,10 +87,12 @@ struct Server::Impl {
   std::unique_ptr<tls::ListenerTls> listener_tls;
   tls::UpstreamTlsRegistry upstream_tls;
 
-  // Loads what a snapshot needs from files before anyone sees it: the
-  // listeners' certificates and the models' upstream TLS contexts.
-  bool prepareTls(const config::Snapshot& snap, std::string& error) {
-    return upstream_tls.apply(snap, error) && (!listener_tls || listener_tls->apply(snap, error));
+  // Loads what a snapshot needs before anyone sees it: the listeners'
+  // certificates, the models' upstream TLS contexts, and what filters
+  // attach (JWKS keys, audit writers).
+  bool prepare(const config::Snapshot& snap, std::string& error) {
+    return upstream_tls.apply(snap, error) && (!listener_tls || listener_tls->apply(snap, error)) &&
+           filter::FilterRegistry::instance().prepare(snap, error);
   }
   std::atomic<std::uint64_t> next_version{1};
   bool serving = false;
@@ -149,8 +151,8 @@ struct Server::Impl {
                                                   "listeners (names or addresses) changed; restart the proxy to apply"});
       result.snapshot.reset();
     }
-    if (result.snapshot && listener_tls) {
-      if (std::string error; !prepareTls(*result.snapshot, error)) {
+    if (result.snapshot) {
+      if (std::string error; !prepare(*result.snapshot, error)) {
         result.errors.push_back(config::ConfigError{options.config_path, "", "", 0, error});
         result.snapshot.reset();
       }
@@ -410,7 +412,7 @@ struct Server::Impl {
   // Binds the listeners of the first config and starts accepting.
   void startServing() {
     listener_tls = std::make_unique<tls::ListenerTls>(current->listeners.size());
-    if (std::string error; !prepareTls(*current, error)) throw std::runtime_error(error);
+    if (std::string error; !prepare(*current, error)) throw std::runtime_error(error);
     bindListeners();
     publish(current);
     for (std::size_t w = 0; w < workers.size(); ++w)
@@ -454,7 +456,7 @@ struct Server::Impl {
         return {config::ConfigError{"control-plane", "", "", 0, std::string("cannot start listeners: ") + e.what()}};
       }
     } else {
-      if (std::string error; !prepareTls(*snap, error))
+      if (std::string error; !prepare(*snap, error))
         return {config::ConfigError{"control-plane", "", "", 0, error}};
       publish(snap);
     }

@@ -80,13 +80,16 @@ awaitable<StreamDriver::Progress> StreamDriver::resolveThenFilter() {
     ctx_.request_body_bytes += piece.size();  // the HTTP/2 codec's body limit counts it
     body.append(piece);
   }
+  // A request resolution refuses (no route, unknown model) still goes
+  // through the listener's chain, so authn answers before a 404 says
+  // anything about routes, and a filter may answer it (GET /v1/models);
+  // if none does, the router answers with ctx.unresolved.
   if (!ctx_.listener->resolver->resolve(ctx_, body)) {
-    if (ctx_.route == nullptr) co_return Progress::LocalReply;  // no route: no route's filters either
     ctx_.unresolved = std::move(ctx_.local_reply);
     ctx_.local_reply.reset();
     ctx_.reply_requested = false;
   }
-  filters_.applyRoute(ctx_.listener->filter_names, ctx_.route->filter_overrides);
+  if (ctx_.route) filters_.applyRoute(ctx_.listener->filter_names, ctx_.route->filter_overrides);
   Progress progress = filters_.requestHeaders(!had_body);
   if (progress == Progress::Stopped) progress = co_await settle(progress);
   if (progress != Progress::Done || !had_body) co_return progress;

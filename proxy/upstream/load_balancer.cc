@@ -49,6 +49,9 @@ bool regionAllowed(const config::EndpointConfig& ep, const PickRequest& req) {
   if (req.request_regions && !req.request_regions->empty() &&
       std::find(req.request_regions->begin(), req.request_regions->end(), ep.region) == req.request_regions->end())
     return false;
+  if (req.policy_regions &&
+      std::find(req.policy_regions->begin(), req.policy_regions->end(), ep.region) == req.policy_regions->end())
+    return false;
   return true;
 }
 

@@ -78,6 +78,9 @@ struct PickRequest {
   const std::vector<std::string>* allowed_regions = nullptr;
   const std::vector<std::string_view>* request_regions = nullptr;
   const SelfLocality* self = nullptr;
+  // Governance (filter::RequestPolicy): nullptr, any region; else the
+  // endpoint's region must be listed (an empty list allows none).
+  const std::vector<std::string>* policy_regions = nullptr;
 };
 
 // Picks the endpoint (index into model.endpoints) for the next attempt, or

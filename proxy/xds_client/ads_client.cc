@@ -35,6 +35,8 @@ config::Resources toResources(const std::map<std::string, dv1::DiscoveryResponse
     if (type == xds::kModelType) unpackAll(r, out.models);
     else if (type == xds::kListenerType) unpackAll(r, out.listeners);
     else if (type == xds::kRouteType) unpackAll(r, out.routes);
+    else if (type == xds::kTenantType) unpackAll(r, out.tenants);
+    else if (type == xds::kPolicyType) unpackAll(r, out.policies);
   }
   return out;
 }
