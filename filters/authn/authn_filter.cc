@@ -12,6 +12,9 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <limits>
+#include <unordered_map>
+#include <optional>
 
 #include "filters/authn/jwks_source.h"
 #include "filters/authn/jwt.h"
@@ -81,10 +84,17 @@ bool prepare(const config::Snapshot& snap, std::string& error) {
 const filter::Registration kRegistered{"authn", &build};
 const filter::Registration kPrepared{filter::SnapshotPreparer{&prepare}};
 
-config::Sha256 sha256(std::string_view s) {
+// The digest is fetched once and each worker reuses its own context:
+// OpenSSL 3's one-shot EVP_Digest looks the algorithm up on every call,
+// which costs more than hashing a key.
+std::optional<config::Sha256> sha256(std::string_view s) {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   config::Sha256 out{};
   unsigned int n = 0;
-  EVP_Digest(s.data(), s.size(), out.data(), &n, EVP_sha256(), nullptr);
+  if (EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 || EVP_DigestUpdate(ctx.get(), s.data(), s.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), out.data(), &n) != 1)
+    return std::nullopt;
   return out;
 }
 
@@ -211,7 +221,9 @@ class AuthnFilter final : public filter::StreamFilter {
   }
 
   std::string_view fromApiKey(const config::Governance& g, std::string_view presented, Identity& id) const {
-    const auto hash = sha256(presented);
+    const auto digest = sha256(presented);
+    if (!digest) return "invalid_api_key";
+    const auto& hash = *digest;
     // The bucket narrows by hash bits an attacker cannot aim at; the whole
     // hash is then compared in constant time.
     auto [it, end] = g.api_key_index.equal_range(config::Governance::bucketOf(hash));
@@ -227,8 +239,43 @@ class AuthnFilter final : public filter::StreamFilter {
     return "invalid_api_key";
   }
 
+  // Tokens this worker verified, so a client reusing one pays for the
+  // signature once (43-220 us of CPU, bench/RESULTS.md) rather than per
+  // request. An entry holds only while the config, the issuer's key set
+  // and the token's time window are the ones it was checked against.
+  struct VerifiedToken {
+    std::uint64_t config_version = 0;     // the tenant pointer below belongs to it
+    std::shared_ptr<const JwkSet> keys;  // held, so a new set never reuses its address
+    std::uint32_t issuer = 0;
+    std::int64_t not_before = 0;  // skew applied
+    std::int64_t not_after = 0;
+    std::string principal;
+    const config::TenantConfig* tenant = nullptr;
+  };
+  static constexpr std::size_t kVerifiedTokens = 1024;
+  static std::unordered_map<std::string, VerifiedToken>& verifiedTokens() {
+    thread_local std::unordered_map<std::string, VerifiedToken> cache;
+    return cache;
+  }
+
   std::string_view fromJwt(StreamContext& ctx, const config::Governance& g, const Requirement& req,
                            std::string_view compact, Identity& id) const {
+    const auto* rt = static_cast<const AuthnRuntime*>(ctx.snapshot->runtime(kRuntimeSlot));
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+    auto& cache = verifiedTokens();
+    if (auto it = cache.find(std::string(compact)); it != cache.end()) {
+      const auto& v = it->second;
+      const bool issuer_allowed = std::find(req.issuers.begin(), req.issuers.end(), v.issuer) != req.issuers.end();
+      if (v.config_version == ctx.snapshot->version && issuer_allowed && rt != nullptr && v.issuer < rt->jwks.size() &&
+          rt->jwks[v.issuer]->keys() == v.keys && now >= v.not_before && now <= v.not_after) {
+        id.method = Identity::Method::Jwt;
+        id.principal = v.principal;
+        id.tenant = v.tenant;
+        return {};
+      }
+      cache.erase(it);
+    }
     JwtToken token;
     if (auto e = parseJwt(compact, token); e != JwtError::None) return reasonCode(e);
     int issuer = -1;
@@ -236,7 +283,6 @@ class AuthnFilter final : public filter::StreamFilter {
       if (g.issuers[i].issuer == token.issuer) issuer = static_cast<int>(i);
     if (issuer < 0) return "unknown_issuer";
     const auto& ic = g.issuers[static_cast<std::size_t>(issuer)];
-    const auto* rt = static_cast<const AuthnRuntime*>(ctx.snapshot->runtime(kRuntimeSlot));
     if (rt == nullptr || static_cast<std::size_t>(issuer) >= rt->jwks.size()) return "jwks_unavailable";
     auto& source = *rt->jwks[static_cast<std::size_t>(issuer)];
     const auto keys = source.keys();
@@ -245,8 +291,6 @@ class AuthnFilter final : public filter::StreamFilter {
     want.issuer = ic.issuer;
     want.audiences = ic.audiences;
     want.clock_skew = ic.clock_skew;
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count();
     const JwtError e = verifyJwt(token, *keys, want, now);
     if (e == JwtError::UnknownKid) source.onUnknownKid();  // keys may have rotated
     if (e != JwtError::None) return reasonCode(e);
@@ -264,6 +308,13 @@ class AuthnFilter final : public filter::StreamFilter {
         break;
       }
     }
+    if (cache.size() >= kVerifiedTokens) cache.clear();  // bounded; refilled by the tokens in use
+    const std::int64_t skew = ic.clock_skew.count();
+    cache.emplace(std::string(compact),
+                  VerifiedToken{ctx.snapshot->version, keys, static_cast<std::uint32_t>(issuer),
+                                token.nbf ? *token.nbf - skew : std::numeric_limits<std::int64_t>::min(),
+                                token.exp ? *token.exp + skew : std::numeric_limits<std::int64_t>::max(), id.principal,
+                                id.tenant});
     return {};
   }
 

@@ -4,7 +4,9 @@
 // names. The real router filter pulls in the whole runtime, so the config
 // fuzz targets register a stand-in under its name that accepts and refuses
 // exactly the configs registerRouterFilter() does (none: "{}" or empty) and
-// is terminal; no stream is ever created from it.
+// is terminal; no stream is ever created from it. authn and authz (named
+// by the demo's chain, which the xDS target loads) get non-terminal
+// stand-ins the same way: their settings are Policy resources.
 
 #include <memory>
 
@@ -17,6 +19,9 @@ inline void registerRouterStandIn() {
     std::unique_ptr<filter::StreamFilter> create() const override { return nullptr; }
     bool terminal() const override { return true; }
   };
+  struct PassFactory final : filter::FilterFactory {
+    std::unique_ptr<filter::StreamFilter> create() const override { return nullptr; }
+  };
   static const bool done = [] {
     filter::FilterRegistry::instance().add(
         "router", [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
@@ -26,6 +31,15 @@ inline void registerRouterStandIn() {
           }
           return std::make_shared<Factory>();
         });
+    for (const char* name : {"authn", "authz"})
+      filter::FilterRegistry::instance().add(
+          name, [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
+            if (config_json != "{}" && !config_json.empty()) {
+              error = "takes its settings from Policy resources";
+              return nullptr;
+            }
+            return std::make_shared<PassFactory>();
+          });
     return true;
   }();
   (void)done;

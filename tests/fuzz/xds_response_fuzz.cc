@@ -42,6 +42,8 @@ std::map<std::string, dv1::DiscoveryResponse> baseline() {
   for (const auto& r : loader.resources().models) builder.add(r.name, r.spec);
   for (const auto& r : loader.resources().listeners) builder.add(r.name, r.spec);
   for (const auto& r : loader.resources().routes) builder.add(r.name, r.spec);
+  for (const auto& r : loader.resources().tenants) builder.add(r.name, r.spec);
+  for (const auto& r : loader.resources().policies) builder.add(r.name, r.spec);
   const auto snapshot = builder.build();
   std::map<std::string, dv1::DiscoveryResponse> out;
   for (const auto& type : xds::pushOrder()) {

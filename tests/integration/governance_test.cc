@@ -156,11 +156,13 @@ TEST_F(GovernanceTest, ApiKeysIdentifyTenantsAndNeverReachTheModel) {
 }
 
 TEST_F(GovernanceTest, JwtsFromARotatingJwksAndEveryRefusal) {
+  const std::string first = token(rsa, "r1", "a");
   for (auto* key : {&rsa, &ec, &ed}) {
     const std::string kid = key == &rsa ? "r1" : key == &ec ? "e1" : "d1";
-    auto r = withKey("embed", token(*key, kid, "a"));
+    auto r = withKey("embed", key == &rsa ? first : token(*key, kid, "a"));
     EXPECT_EQ(r.status, 200) << kid << ": " << r.body;
   }
+  EXPECT_EQ(withKey("embed", first).status, 200);  // again, from the worker's verified tokens
   struct Bad {
     std::string token;
     const char* code;
@@ -191,6 +193,8 @@ TEST_F(GovernanceTest, JwtsFromARotatingJwksAndEveryRefusal) {
   const std::string rotated = token(next, "e2", "a");
   EXPECT_TRUE(eventually([&] { return withKey("chat", rotated).status == 200; }));
   EXPECT_GT(idp.requests(), fetches);
+  // r1 left the issuer's keys: a token verified with it no longer passes.
+  EXPECT_EQ(withKey("chat", first).status, 401);
   // The issuer failing keeps the last good keys.
   idp.setMode(JwksServer::Mode::Fail500);
   EXPECT_EQ(withKey("chat", token(next, "unknown", "a")).status, 401);
