@@ -8,7 +8,6 @@
 // before its caller is known.
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -18,6 +17,7 @@
 
 #include "filters/authn/jwks_source.h"
 #include "filters/authn/jwt.h"
+#include "proxy/common/spiffe_id.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/filter/filter.h"
 #include "proxy/filter/identity.h"
@@ -96,11 +96,6 @@ std::optional<config::Sha256> sha256(std::string_view s) {
       EVP_DigestFinal_ex(ctx.get(), out.data(), &n) != 1)
     return std::nullopt;
   return out;
-}
-
-bool spiffeMatches(std::string_view pattern, std::string_view id) {
-  if (!pattern.empty() && pattern.back() == '/') return id.size() > pattern.size() && id.substr(0, pattern.size()) == pattern;
-  return id == pattern;
 }
 
 // What the policies that apply to one request ask for, merged: a method is
@@ -322,7 +317,7 @@ class AuthnFilter final : public filter::StreamFilter {
     id.method = Identity::Method::Mtls;
     id.principal = std::string(spiffe_id);
     for (const auto& m : g.spiffe)
-      if (spiffeMatches(m.id, spiffe_id)) {
+      if (common::spiffeIdMatches(spiffe_id, m.id)) {
         id.tenant = m.tenant;
         return;
       }
@@ -352,15 +347,8 @@ class AuthnFactory final : public filter::FilterFactory {
 };
 
 std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::string& error) {
-  simdjson::dom::parser parser;
-  simdjson::dom::object obj;
-  if (parser.parse(json.data(), json.size()).get(obj)) {
-    error = "config must be a mapping";
-    return nullptr;
-  }
-  for (auto [key, value] : obj) {
-    (void)value;
-    error = std::string(key) + ": unknown field (authn takes its settings from Policy resources)";
+  if (!json.empty() && json != "{}") {
+    error = "authn takes no config: its settings are Policy resources";
     return nullptr;
   }
   return std::make_shared<AuthnFactory>();

@@ -15,6 +15,7 @@
 #include "filters/authz/policy_evaluator.h"
 #include "proxy/audit/audit_log.h"
 #include "proxy/common/json_string.h"
+#include "proxy/common/spiffe_id.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/filter/filter.h"
 #include "proxy/filter/identity.h"
@@ -103,11 +104,6 @@ std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::s
 
 const filter::Registration kRegistered{"authz", &build};
 const filter::Registration kPrepared{filter::SnapshotPreparer{&prepare}};
-
-bool spiffeMatches(std::string_view pattern, std::string_view id) {
-  if (!pattern.empty() && pattern.back() == '/') return id.size() > pattern.size() && id.substr(0, pattern.size()) == pattern;
-  return id == pattern;
-}
 
 void appendField(std::string& out, const char* name, std::string_view value) {
   if (!out.empty()) out += ',';
@@ -277,7 +273,7 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
                      std::find(p.data_class_trusted_tenants.begin(), p.data_class_trusted_tenants.end(),
                                identity_->tenant) != p.data_class_trusted_tenants.end();
       for (const auto& s : p.data_class_trusted_spiffe_ids)
-        trusted = trusted || (!ctx.peer_identity.empty() && spiffeMatches(s, ctx.peer_identity));
+        trusted = trusted || (!ctx.peer_identity.empty() && common::spiffeIdMatches(ctx.peer_identity, s));
       if (trusted) dc = std::string(*v);
     });
     return dc;
