@@ -179,6 +179,9 @@ TEST_F(GovernanceTest, JwtsFromARotatingJwksAndEveryRefusal) {
       {token(rsa, "r1", "a", 300, "someone-else"), "jwt_bad_audience"},
       {makeJwt(rsa, "r1", R"({"iss":"https://evil.test","sub":"u","aud":"infermesh","exp":9999999999})"), "unknown_issuer"},
       {token(ec, "r1", "a"), "jwt_key_mismatch"},
+      {makeJwt(rsa, "r1", "{\"iss\":\"" + std::string(kIssuer) + "\",\"sub\":\"u\",\"aud\":\"infermesh\",\"nbf\":" +
+                              std::to_string(now + 600) + ",\"exp\":" + std::to_string(now + 900) + "}"),
+       "jwt_not_yet_valid"},
   };
   for (const auto& b : bad) {
     auto r = withKey("chat", b.token);
@@ -197,7 +200,9 @@ TEST_F(GovernanceTest, JwtsFromARotatingJwksAndEveryRefusal) {
   EXPECT_EQ(withKey("chat", first).status, 401);
   // The issuer failing keeps the last good keys.
   idp.setMode(JwksServer::Mode::Fail500);
-  EXPECT_EQ(withKey("chat", token(next, "unknown", "a")).status, 401);
+  auto unknown = withKey("chat", token(next, "unknown", "a"));
+  EXPECT_EQ(unknown.status, 401);
+  EXPECT_TRUE(hasCode(unknown, "jwt_unknown_kid")) << unknown.body;
   EXPECT_EQ(withKey("chat", rotated).status, 200);
 }
 
