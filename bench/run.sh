@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the mock model server direct, through
-# infermesh-proxy, through nginx and through haproxy, under identical wrk
+# infermesh-proxy (router only, and authn + authz + router), through nginx
+# and through haproxy, under identical wrk
 # load in one run. Prints a table and writes bench/RESULTS.md.
 #
 #   bench/run.sh            (builds first; DURATION=5 seconds per case)
@@ -11,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 DURATION="${DURATION:-5}"
+# Every target gets it; only the governed infermesh checks it.
+BENCH_KEY=sk-bench-0123456789
 
 # Resident set (kB) and CPU ticks of a process and its children.
 tree_pids() { echo "$1"; pgrep -P "$1" || true; }
@@ -29,6 +32,37 @@ router_config "$WORK/im" "$IM_PORT" "$MOCK_PORT"
 taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/im" --admin "127.0.0.1:$IM_ADMIN" --workers 1 \
   --log-level warn >"$WORK/im.log" 2>&1 &
 IM_PID=$!; pids+=($IM_PID)
+
+# infermesh with governance: authn (an API key) + authz (a policy with a
+# few rules) + router, the chain a governed mesh runs.
+GOV_PORT=$(free_port); GOV_ADMIN=$(free_port)
+router_config "$WORK/gov" "$GOV_PORT" "$MOCK_PORT"
+sed -i 's/filters: \[{name: router}\]/filters: [{name: authn}, {name: authz}, {name: router}]/' "$WORK/gov/config.yaml"
+cat >>"$WORK/gov/config.yaml" <<YAML
+---
+apiVersion: infermesh.io/v1
+kind: Tenant
+metadata: {name: bench}
+spec: {apiKeys: [{name: wrk, sha256: $(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)}]}
+---
+apiVersion: infermesh.io/v1
+kind: Tenant
+metadata: {name: other}
+spec: {apiKeys: [{name: wrk, sha256: $(printf %s other-key | sha256sum | cut -d' ' -f1)}]}
+---
+apiVersion: infermesh.io/v1
+kind: Policy
+metadata: {name: bench}
+spec:
+  listeners: [bench]
+  defaultAction: deny
+  rules:
+    - {name: no-other, action: deny, tenants: [other]}
+    - {name: bench-model, action: allow, tenants: [bench], models: [bench-model]}
+YAML
+taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/gov" --admin "127.0.0.1:$GOV_ADMIN" --workers 1 \
+  --log-level warn >"$WORK/gov.log" 2>&1 &
+GOV_PID=$!; pids+=($GOV_PID)
 
 # nginx: keep-alive upstream, no buffering (responses stream), no logs.
 NG_PORT=$(free_port)
@@ -78,7 +112,7 @@ CONF
 taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 HA_PID=$!; pids+=($HA_PID)
 
-wait_port "$IM_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
+wait_port "$IM_PORT"; wait_port "$GOV_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
 
 to_ms() {  # wrk prints 812.00us / 1.23ms / 1.01s
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
@@ -89,6 +123,7 @@ run_case() {
   local port=$1 pid=$2 script=$3 conns=$4 out t0 t1 c0 c1
   c0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid" ); t0=$(date +%s.%N)
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "bench/wrk/$script" \
+        -H "authorization: Bearer $BENCH_KEY" \
         "http://127.0.0.1:$port/v1/chat/completions" 2>&1)
   t1=$(date +%s.%N); c1=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid" )
   local rps p50 p99 errs cpu
@@ -104,7 +139,8 @@ run_case() {
 }
 
 declare -A R
-targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "nginx $NG_PORT $NG_PID" "haproxy $HA_PORT $HA_PID")
+targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "infermesh+gov $GOV_PORT $GOV_PID" "nginx $NG_PORT $NG_PID"
+  "haproxy $HA_PORT $HA_PID")
 cases=("chat-c1 chat.lua 1" "chat-c16 chat.lua 16" "chat-c64 chat.lua 64" "stream-c64 chat_stream.lua 64" "paced-c4 chat_paced.lua 4")
 for c in "${cases[@]}"; do
   read -r cname script conns <<<"$c"
@@ -158,10 +194,14 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
   tp=$(awk -v a="$(field chat-c64 infermesh 1)" -v b="$(field chat-c64 nginx 1)" 'BEGIN{printf "%.2f", a/b}')
   st=$(awk -v a="$(field stream-c64 infermesh 1)" -v b="$(field stream-c64 nginx 1)" 'BEGIN{printf "%.2f", a/b}')
   ap=$(added "$(field paced-c4 infermesh 3)" "$(field paced-c4 direct 3)")
+  # CPU per request (CPU % / req/s), governed chain against nginx.
+  cpr() { awk -v c="$(field chat-c64 "$1" 4)" -v r="$(field chat-c64 "$1" 1)" 'BEGIN{ if (r+0==0) print 0; else printf "%.2f", c*10000/r }'; }
+  gov_cpu=$(ratio "$(cpr infermesh+gov)" "$(cpr nginx)")
   verdict() { awk -v ok="$1" 'BEGIN{print (ok ? "met" : "NOT met")}'; }
   echo "Budgets (DESIGN.md section 8):"
   echo "- throughput >= nginx: chat-c64 ratio $tp, stream-c64 ratio $st: $(verdict "$(awk -v a="$tp" -v b="$st" 'BEGIN{print (a>=1 && b>=1)}')")"
   echo "- added p99 <= 0.3 ms at a moderate fixed rate (paced-c4): $ap ms: $(verdict "$(awk -v a="$ap" 'BEGIN{print (a<=0.3)}')")"
+  echo "- CPU per request with authn + authz + router (chat-c64) <= 1.25x nginx's: $(cpr infermesh+gov) vs $(cpr nginx) us, ratio $gov_cpu: $(verdict "$(awk -v a="$gov_cpu" 'BEGIN{print (a<=1.25)}')") (rate limit and telemetry not in the chain yet)"
   echo "- idle RSS <= 20 MiB with 1,000 models and routes: $((BIG_RSS / 1024)) MiB: $(verdict "$(( BIG_RSS <= 20480 ))")"
   echo
   echo "RSS: infermesh after the load above $((IM_IDLE_RSS / 1024)) MiB; idle with 1,000 models (2 endpoints each) and 1,000 routes: $((BIG_RSS / 1024)) MiB (budget 20 MiB)."
