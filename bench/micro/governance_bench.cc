@@ -3,7 +3,6 @@
 // on a snapshot compiled from YAML with its runtime attached, as the proxy
 // does. No sockets; the JWKS comes from a file.
 #include <benchmark/benchmark.h>
-#include <openssl/evp.h>
 
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
@@ -17,18 +16,6 @@ namespace {
 using testing::KeyType;
 using testing::SigningKey;
 
-std::string sha256Hex(std::string_view s) {
-  unsigned char out[32];
-  unsigned int n = 0;
-  EVP_Digest(s.data(), s.size(), out, &n, EVP_sha256(), nullptr);
-  std::string hex;
-  for (unsigned i = 0; i < n; ++i) {
-    static const char* kHex = "0123456789abcdef";
-    hex += kHex[out[i] >> 4];
-    hex += kHex[out[i] & 15];
-  }
-  return hex;
-}
 
 struct Fixture {
   testing::TempDir dir;
@@ -50,7 +37,7 @@ struct Fixture {
     // Ten tenants with a key each, and five rules, so lookups are not trivial.
     for (int i = 0; i < 10; ++i)
       doc("Tenant", "t" + std::to_string(i),
-          "{apiKeys: [{name: k, sha256: " + sha256Hex("key-" + std::to_string(i)) +
+          "{apiKeys: [{name: k, sha256: " + testing::sha256Hex("key-" + std::to_string(i)) +
               "}], jwt: [{issuer: 'https://idp', claim: team, values: [t" + std::to_string(i) + "]}]}");
     doc("Policy", "p",
         "{listeners: [main], defaultAction: deny, authentication: {jwtIssuers: [{issuer: 'https://idp', audiences: [mesh], "

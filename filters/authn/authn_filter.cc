@@ -248,8 +248,10 @@ class AuthnFilter final : public filter::StreamFilter {
     const config::TenantConfig* tenant = nullptr;
   };
   static constexpr std::size_t kVerifiedTokens = 1024;
-  static std::unordered_map<std::string, VerifiedToken>& verifiedTokens() {
-    thread_local std::unordered_map<std::string, VerifiedToken> cache;
+  // Looked up by the token as received (a view): no copy on a hit.
+  using TokenCache = std::unordered_map<std::string, VerifiedToken, config::StringHash, std::equal_to<>>;
+  static TokenCache& verifiedTokens() {
+    thread_local TokenCache cache;
     return cache;
   }
 
@@ -259,7 +261,7 @@ class AuthnFilter final : public filter::StreamFilter {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count();
     auto& cache = verifiedTokens();
-    if (auto it = cache.find(std::string(compact)); it != cache.end()) {
+    if (auto it = cache.find(compact); it != cache.end()) {
       const auto& v = it->second;
       const bool issuer_allowed = std::find(req.issuers.begin(), req.issuers.end(), v.issuer) != req.issuers.end();
       if (v.config_version == ctx.snapshot->version && issuer_allowed && rt != nullptr && v.issuer < rt->jwks.size() &&

@@ -138,6 +138,7 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
       return listModels(ctx, governed ? g : nullptr);
     if (!governed) return FilterStatus::Continue;
     g_ = g;
+    listener_index_ = ctx.listener->index;
     identity_ = ctx.state.get(filter::kIdentity);
     facts_.identity = identity_;
     facts_.route = route_;
@@ -167,11 +168,11 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
                             ? "no endpoint of model `" + (ctx.target_model ? ctx.target_model->name : std::string()) +
                                   "` is in a region policy allows for this request"
                             : "denied by Policy/" + (decision_.policy ? decision_.policy->name : std::string()) +
-                                  " rule " + decision_.rule;
+                                  " rule " + std::string(decision_.rule);
       return reply403(ctx, std::move(why));
     }
     if (rt && decision_.policy) rt->policies[decision_.policy->index].allowed.inc();
-    if (ctx.target_model) remember(*ctx.target_model, decision_);
+    if (ctx.target_model) target_regions_ = regionsOf(*ctx.target_model, decision_, target_region_list_);
     ctx.request_policy = this;
     return FilterStatus::Continue;
   }
@@ -179,11 +180,15 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
   // The router asks before each model it tries: the target was judged
   // above; a fallback is judged on its own.
   const std::vector<std::string>* regionsFor(const config::ModelConfig& model) const override {
-    for (const auto& [m, regions] : per_model_)
-      if (m == &model) return regions.get();
+    if (&model == facts_.model) return target_regions_;
+    for (const auto& j : fallbacks_)
+      if (j->model == &model) return j->bound ? &j->regions : nullptr;
     Facts f = facts_;
     f.model = &model;
-    return remember(model, evaluate(*g_, listener_index_, f));
+    auto& j = *fallbacks_.emplace_back(std::make_unique<Judged>());
+    j.model = &model;
+    j.bound = regionsOf(model, evaluate(*g_, listener_index_, f), j.regions) != nullptr;
+    return j.bound ? &j.regions : nullptr;
   }
 
   void onLog(const StreamContext& ctx) override {
@@ -216,29 +221,26 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
                                                                                      : decision_.policy;
     appendField(r, "policy", p ? std::string_view(p->name) : std::string_view());
     appendField(r, "policy_version", p ? std::string_view(p->version) : std::string_view());
-    appendField(r, "rule", decision_.outcome == Decision::Outcome::DryRunDeny ? std::string_view(decision_.dry_run_rule)
-                                                                             : std::string_view(decision_.rule));
-    appendField(r, "reason", id && !id->failure.empty() ? std::string_view(id->failure) : std::string_view(decision_.reason));
+    appendField(r, "rule", decision_.outcome == Decision::Outcome::DryRunDeny ? decision_.dry_run_rule : decision_.rule);
+    appendField(r, "reason", id && !id->failure.empty() ? std::string_view(id->failure) : decision_.reason);
     r += ",\"status\":" + std::to_string(ctx.response_status);
     if (rt->audit[ctx.listener->index]->submit(std::move(r))) config_.audit_written.inc();
     else config_.audit_dropped.inc();
   }
 
  private:
-  // The endpoint regions `d` leaves `model`: null when unbounded, empty
-  // when the model is denied.
-  const std::vector<std::string>* remember(const config::ModelConfig& model, const Decision& d) const {
-    std::unique_ptr<std::vector<std::string>> regions;
-    if (d.outcome == Decision::Outcome::Deny) {
-      regions = std::make_unique<std::vector<std::string>>();
-    } else if (d.regionBound()) {
-      regions = std::make_unique<std::vector<std::string>>();
+  // The endpoint regions `d` leaves `model`, in `out`: null when any
+  // region will do, else &out (empty when the model is denied).
+  static const std::vector<std::string>* regionsOf(const config::ModelConfig& model, const Decision& d,
+                                                  std::vector<std::string>& out) {
+    out.clear();
+    if (d.outcome != Decision::Outcome::Deny) {
+      if (!d.regionBound()) return nullptr;
       for (const auto& ep : model.endpoints)
-        if (d.regionPasses(ep.region) && std::find(regions->begin(), regions->end(), ep.region) == regions->end())
-          regions->push_back(ep.region);
+        if (d.regionPasses(ep.region) && std::find(out.begin(), out.end(), ep.region) == out.end())
+          out.push_back(ep.region);
     }
-    per_model_.emplace_back(&model, std::move(regions));
-    return per_model_.back().second.get();
+    return &out;
   }
 
   static const AuthzRuntime* runtime(const StreamContext& ctx) {
@@ -248,7 +250,6 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
   // The routing preferences a client may send (Listener.clientHeaders)
   // are honoured only where every applicable policy allows them.
   std::optional<std::string> routingHeaderRefusal(const StreamContext& ctx) {
-    listener_index_ = ctx.listener->index;
     const bool capability = ctx.request.headers.get("x-infermesh-capability").has_value();
     const bool regions = ctx.request.headers.get("x-infermesh-regions").has_value();
     if (!capability && !regions) return std::nullopt;
@@ -290,9 +291,9 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
     filter::LocalReply reply;
     reply.status = 403;
     reply.type = "permission_error";
-    reply.code = decision_.reason;
+    reply.code = std::string(decision_.reason);
     reply.message = std::move(message);
-    if (decision_.policy) reply.extra_headers.emplace_back("x-infermesh-policy", decision_.policy->name + "/" + decision_.rule);
+    if (decision_.policy) reply.extra_headers.emplace_back("x-infermesh-policy", decision_.policy->name + "/" + std::string(decision_.rule));
     ctx.sendLocalReply(std::move(reply));
     return FilterStatus::Stop;
   }
@@ -352,7 +353,16 @@ class AuthzFilter final : public filter::StreamFilter, public filter::RequestPol
   std::string data_class_;
   Facts facts_;
   Decision decision_;
-  mutable std::vector<std::pair<const config::ModelConfig*, std::unique_ptr<std::vector<std::string>>>> per_model_;
+  // The target's regions (judged in onRequestHeaders), then fallbacks'
+  // as the router asks; their addresses stay valid for the stream.
+  const std::vector<std::string>* target_regions_ = nullptr;
+  std::vector<std::string> target_region_list_;
+  struct Judged {
+    const config::ModelConfig* model = nullptr;
+    bool bound = false;
+    std::vector<std::string> regions;
+  };
+  mutable std::vector<std::unique_ptr<Judged>> fallbacks_;
 };
 
 class AuthzFactory final : public filter::FilterFactory {

@@ -37,7 +37,7 @@ bool matches(const PolicyRuleConfig& r, const Facts& f) {
 
 struct Verdict {
   bool deny = false;
-  std::string rule;
+  std::string_view rule;
   bool restricted = false;
   std::vector<std::string> only;
   std::vector<std::string> denied;
@@ -46,7 +46,7 @@ struct Verdict {
 Verdict judge(const PolicyConfig& p, const Facts& f) {
   Verdict v;
   bool allowed_anywhere = false;
-  std::string allow_rule;
+  std::string_view allow_rule;
   for (const auto& r : p.rules) {  // deny rules come first (compiler)
     if (!matches(r, f)) continue;
     if (r.deny) {
@@ -109,12 +109,12 @@ Decision evaluate(const config::Governance& g, std::uint32_t listener, const Fac
     if (v.deny) {
       d.outcome = Decision::Outcome::Deny;
       d.policy = &p;
-      d.rule = std::move(v.rule);
+      d.rule = v.rule;
       d.reason = "policy_denied";
       return;
     }
     d.policy = &p;
-    d.rule = std::move(v.rule);
+    d.rule = v.rule;
     if (v.restricted) {
       restricting = &p;
       if (!d.restricted) {

@@ -26,13 +26,14 @@ struct Decision {
   Outcome outcome = Outcome::Allow;
   // The policy and rule that decided: for a denial the denying ones; for
   // an allow the last policy evaluated and its allowing rule ("default":
-  // no rule matched and the policy's defaultAction decided).
+  // no rule matched and the policy's defaultAction decided). Views of the
+  // config (or of literals): a decision allocates nothing for its names.
   const config::PolicyConfig* policy = nullptr;
-  std::string rule;
-  std::string reason;  // reason code of a denial
+  std::string_view rule;
+  std::string_view reason;  // reason code of a denial
   // A dry-run policy that would have denied (the outcome may still be Allow).
   const config::PolicyConfig* dry_run_policy = nullptr;
-  std::string dry_run_rule;
+  std::string_view dry_run_rule;
   // Endpoint regions: only those in `only` when restricted, never `denied`.
   bool restricted = false;
   std::vector<std::string> only;

@@ -4,7 +4,6 @@
 // per-caller model list, credentials never reaching a model server, a
 // model's own upstream credential, and the audit chain checked by
 // infermeshctl.
-#include <openssl/evp.h>
 
 #include <filesystem>
 #include <fstream>
@@ -23,18 +22,6 @@ constexpr const char* kKeyA = "sk-team-a-0123456789";
 constexpr const char* kKeyB = "sk-team-b-0123456789";
 constexpr const char* kIssuer = "https://idp.test";
 
-std::string sha256Hex(std::string_view s) {
-  unsigned char out[32];
-  unsigned int n = 0;
-  EVP_Digest(s.data(), s.size(), out, &n, EVP_sha256(), nullptr);
-  static const char* kHex = "0123456789abcdef";
-  std::string hex;
-  for (unsigned i = 0; i < n; ++i) {
-    hex += kHex[out[i] >> 4];
-    hex += kHex[out[i] & 15];
-  }
-  return hex;
-}
 
 std::int64_t nowUnix() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -31,6 +31,9 @@ class SigningKey {
 
 std::string base64Url(std::string_view bytes);
 
+// Lowercase hex SHA-256, as Tenant.apiKeys[].sha256 wants it.
+std::string sha256Hex(std::string_view bytes);
+
 // header.payload.signature over the JSON texts exactly as given; ES256 as raw r||s.
 std::string signJwt(const SigningKey& key, std::string_view header_json, std::string_view payload_json);
 // The usual header ({"alg":...,"typ":"JWT","kid":...}; no kid when empty) and the payload given.
