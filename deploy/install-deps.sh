@@ -12,7 +12,7 @@ packages=(
   libboost1.81-dev libnghttp2-dev libssl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libsimdjson-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   # peers, load tools and helpers used by tests, the demo and bench/
   curl nghttp2-client wrk nginx-light haproxy redis-server prometheus procps openssl
 )
