@@ -12,7 +12,10 @@ packages=(
   libboost1.81-dev libnghttp2-dev libssl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev libsimdjson-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # token limits (docs/rate-limits.md): the Redis client and PCRE2 for the
+  # tokenizer's pre-tokenizer patterns
+  libhiredis-dev libpcre2-dev
   # peers, load tools and helpers used by tests, the demo and bench/
   curl nghttp2-client wrk nginx-light haproxy redis-server prometheus procps openssl
 )
@@ -23,6 +26,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# tests/npm/install.sh: node and npm, from Debian unless some install of
+# Node.js is already on the PATH (e.g. NodeSource's nodejs, which bundles npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
