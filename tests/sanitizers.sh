@@ -21,12 +21,17 @@ root="$PWD"
 build="${SANITIZE_BUILD_DIR:-build-asan}"
 normal="${BUILD_DIR:-build}"
 which="${SANITIZE_TESTS:-all}"
+# The unit tests read what tests/npm/install.sh wrote for the normal build.
+case "$normal" in
+  /*) npm_dir="$normal/npm" ;;
+  *) npm_dir="$root/$normal/npm" ;;
+esac
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/infermesh-ccache}"
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 # -O1 -g1 (line tables): what ASan recommends, and half the compile time of
 # -O2 -g for the same reports with file and line.
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" \
-  -DINFERMESH_SANITIZE=ON -DINFERMESH_BENCH=OFF >/dev/null
+  -DINFERMESH_SANITIZE=ON -DINFERMESH_BENCH=OFF -DINFERMESH_NPM_DIR="$npm_dir" >/dev/null
 targets=(infermesh_unit_tests)
 if [ "$which" != unit ]; then
   targets+=(infermesh-proxy infermesh-proxy-test-filters infermesh-control infermeshctl infermesh-mock-model

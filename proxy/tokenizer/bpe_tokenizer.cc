@@ -82,17 +82,12 @@ using RankMap = std::unordered_map<std::string, std::uint32_t, BytesHash, std::e
 
 // What one thread needs to match: PCRE2 match data and a JIT stack, made
 // on first use, freed when the thread ends; and the heap merge's scratch.
-struct Candidate {
-  std::uint32_t rank;
-  std::uint32_t left;  // first byte of the left part
-  std::uint32_t end;   // one past the last byte of the right part
-};
 struct ThreadState {
   pcre2_match_data* match = nullptr;
   pcre2_match_context* context = nullptr;
   pcre2_jit_stack* stack = nullptr;
-  std::vector<std::uint32_t> next, prev;
-  std::vector<Candidate> heap;
+  std::vector<std::uint32_t> next, prev, pair_rank;
+  std::vector<std::uint64_t> heap;
 
   ThreadState() {
     match = pcre2_match_data_create(1, nullptr);
@@ -291,48 +286,55 @@ struct BpeTokenizer::Impl {
     for (std::size_t i = 0; i + 1 < len; ++i) part(piece.substr(parts[i].start, parts[i + 1].start - parts[i].start));
   }
 
-  // The same merge order with a min-heap of candidate pairs (rank, then
-  // position) over a linked list of parts; a popped candidate whose pair
-  // has changed since it was pushed is skipped.
+  // The same merge order with a min-heap of candidate pairs over a linked
+  // list of parts. A candidate is (rank << 32 | position of its left part),
+  // so the heap's least is the lowest rank, leftmost. rank[left] is the
+  // rank of the pair now starting at `left`; a popped candidate whose rank
+  // differs is stale (a pair only grows, and a rank names one byte string).
   template <class OnPart>
   void mergeLarge(std::string_view piece, OnPart& part) const {
     ThreadState& ts = threadState();
     const auto n = static_cast<std::uint32_t>(piece.size());
     auto& next = ts.next;  // next[start] = the next part's start; 0 once absorbed
     auto& prev = ts.prev;
+    auto& pair_rank = ts.pair_rank;
     auto& heap = ts.heap;
     next.resize(n);
     prev.resize(n);
+    pair_rank.resize(n);
     heap.clear();
-    const auto later = [](const Candidate& a, const Candidate& b) {
-      return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
+    const auto candidate = [](std::uint32_t rank, std::uint32_t left) {
+      return (static_cast<std::uint64_t>(rank) << 32) | left;
     };
     for (std::uint32_t i = 0; i < n; ++i) {
       next[i] = i + 1;
       prev[i] = i == 0 ? 0 : i - 1;
-      if (i + 1 < n) {
-        const std::uint32_t r = rankOf(piece.substr(i, 2));
-        if (r != kNoRank) heap.push_back({r, i, i + 2});
-      }
+      pair_rank[i] = i + 1 < n ? rankOf(piece.substr(i, 2)) : kNoRank;
+      if (pair_rank[i] != kNoRank) heap.push_back(candidate(pair_rank[i], i));
     }
-    std::make_heap(heap.begin(), heap.end(), later);
-    const auto push = [&](std::uint32_t left, std::uint32_t end) {
-      const std::uint32_t r = rankOf(piece.substr(left, end - left));
+    std::make_heap(heap.begin(), heap.end(), std::greater<>());
+    // The pair at `left` (a live part) is now [left, end).
+    const auto repair = [&](std::uint32_t left, std::uint32_t end) {
+      const std::uint32_t r = end > n ? kNoRank : rankOf(piece.substr(left, end - left));
+      pair_rank[left] = r;
       if (r == kNoRank) return;
-      heap.push_back({r, left, end});
-      std::push_heap(heap.begin(), heap.end(), later);
+      heap.push_back(candidate(r, left));
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
     };
     while (!heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), later);
-      const Candidate c = heap.back();
+      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+      const std::uint64_t c = heap.back();
       heap.pop_back();
-      const std::uint32_t mid = next[c.left];
-      if (mid == 0 || mid >= n || next[mid] != c.end) continue;  // stale
-      next[c.left] = c.end;
+      const auto left = static_cast<std::uint32_t>(c);
+      const auto rank = static_cast<std::uint32_t>(c >> 32);
+      if (next[left] == 0 || pair_rank[left] != rank) continue;  // stale
+      const std::uint32_t mid = next[left];
+      const std::uint32_t end = next[mid];  // mid < n: the pair has a rank
+      next[left] = end;
       next[mid] = 0;
-      if (c.end < n) prev[c.end] = c.left;
-      if (c.left > 0) push(prev[c.left], c.end);
-      if (c.end < n) push(c.left, next[c.end]);
+      if (end < n) prev[end] = left;
+      if (left > 0) repair(prev[left], end);
+      repair(left, end < n ? next[end] : n + 1);
     }
     for (std::uint32_t i = 0; i < n; i = next[i]) part(piece.substr(i, next[i] - i));
   }

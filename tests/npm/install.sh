@@ -3,8 +3,9 @@
 # exact versions, package-lock.json) into ${BUILD_DIR:-build}/npm -- never
 # into the source tree -- and writes from them what the tests read:
 #   build/npm/ranks/{cl100k_base,o200k_base}.tiktoken   (export_ranks.mjs)
-#   build/npm/reference/{cl100k_base,o200k_base}.jsonl  (reference_counts.mjs,
-#     js-tiktoken's token ids for each text of tests/data/tokenizer_corpus.jsonl)
+#   build/npm/reference/{cl100k_base,o200k_base}{,.random}.jsonl
+#     (reference_counts.mjs: js-tiktoken's token ids for each text of
+#     tests/data/tokenizer_corpus.jsonl, and for 5000 random texts)
 # Idempotent: it installs again only when package.json or the lock file
 # changed, and rewrites an output only when what it is made from is newer.
 set -euo pipefail
@@ -45,12 +46,16 @@ stale() {  # stale <output> <input>...: the output is missing or older than an i
   return 1
 }
 
-if stale "$npm_dir/ranks/o200k_base.tiktoken" "$src/export_ranks.mjs" ||
-   stale "$npm_dir/ranks/cl100k_base.tiktoken" "$src/export_ranks.mjs"; then
-  node "$src/export_ranks.mjs" "$npm_dir" "$npm_dir/ranks"
-fi
+for encoding in cl100k_base o200k_base; do
+  if stale "$npm_dir/ranks/$encoding.tiktoken" "$src/export_ranks.mjs"; then
+    node "$src/export_ranks.mjs" "$npm_dir" "$npm_dir/ranks"
+    break
+  fi
+done
 corpus=tests/data/tokenizer_corpus.jsonl
-if stale "$npm_dir/reference/o200k_base.jsonl" "$src/reference_counts.mjs" "$corpus" ||
-   stale "$npm_dir/reference/cl100k_base.jsonl" "$src/reference_counts.mjs" "$corpus"; then
-  node "$src/reference_counts.mjs" "$npm_dir" "$corpus" "$npm_dir/reference"
-fi
+for out in {cl100k_base,o200k_base}.jsonl {cl100k_base,o200k_base}.random.jsonl; do
+  if stale "$npm_dir/reference/$out" "$src/reference_counts.mjs" "$corpus"; then
+    node "$src/reference_counts.mjs" "$npm_dir" "$corpus" "$npm_dir/reference"
+    break
+  fi
+done
