@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the mock model server direct, through
-# infermesh-proxy (router only, and authn + authz + router), through nginx
+# infermesh-proxy (router only; authn + authz + ratelimit + router with a
+# local token limit; the same with a global one over Redis), through nginx
 # and through haproxy, under identical wrk
 # load in one run. Prints a table and writes bench/RESULTS.md.
 #
@@ -33,17 +34,20 @@ taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/im" --admin
   --log-level warn >"$WORK/im.log" 2>&1 &
 IM_PID=$!; pids+=($IM_PID)
 
-# infermesh with governance: authn (an API key) + authz (a policy with a
-# few rules) + router, the chain a governed mesh runs.
+# infermesh with governance and token limits: authn (an API key) + authz
+# (a policy with a few rules) + ratelimit (a token and a request limit the
+# load never reaches) + router, the chain a governed mesh runs.
 GOV_PORT=$(free_port); GOV_ADMIN=$(free_port)
 router_config "$WORK/gov" "$GOV_PORT" "$MOCK_PORT"
-sed -i 's/filters: \[{name: router}\]/filters: [{name: authn}, {name: authz}, {name: router}]/' "$WORK/gov/config.yaml"
+sed -i 's/filters: \[{name: router}\]/filters: [{name: authn}, {name: authz}, {name: ratelimit}, {name: router}]/' "$WORK/gov/config.yaml"
 cat >>"$WORK/gov/config.yaml" <<YAML
 ---
 apiVersion: infermesh.io/v1
 kind: Tenant
 metadata: {name: bench}
-spec: {apiKeys: [{name: wrk, sha256: $(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)}]}
+spec:
+  apiKeys: [{name: wrk, sha256: $(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)}]
+  limits: [{name: tpm, tokensPerMinute: 1000000000000, requestsPerSecond: 1000000000}]
 ---
 apiVersion: infermesh.io/v1
 kind: Tenant
@@ -63,6 +67,22 @@ YAML
 taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/gov" --admin "127.0.0.1:$GOV_ADMIN" --workers 1 \
   --log-level warn >"$WORK/gov.log" 2>&1 &
 GOV_PID=$!; pids+=($GOV_PID)
+
+# The same chain with the token limit global: blocks leased from a Redis
+# on the load CPU.
+REDIS_PORT=$(free_port)
+taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$REDIS_PORT"
+GLB_PORT=$(free_port); GLB_ADMIN=$(free_port)
+mkdir -p "$WORK/glb"
+sed -e "s/$GOV_PORT/$GLB_PORT/" -e "s/{name: ratelimit}/{name: ratelimit, config: {redis: '127.0.0.1:$REDIS_PORT'}}/" \
+  -e "s/requestsPerSecond: 1000000000}/requestsPerSecond: 1000000000, scope: global, blockTokens: 100000}/" \
+  "$WORK/gov/config.yaml" >"$WORK/glb/config.yaml"
+taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/glb" --admin "127.0.0.1:$GLB_ADMIN" --workers 1 \
+  --log-level warn >"$WORK/glb.log" 2>&1 &
+GLB_PID=$!; pids+=($GLB_PID)
 
 # nginx: keep-alive upstream, no buffering (responses stream), no logs.
 NG_PORT=$(free_port)
@@ -112,7 +132,7 @@ CONF
 taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 HA_PID=$!; pids+=($HA_PID)
 
-wait_port "$IM_PORT"; wait_port "$GOV_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
+wait_port "$IM_PORT"; wait_port "$GOV_PORT"; wait_port "$GLB_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
 
 to_ms() {  # wrk prints 812.00us / 1.23ms / 1.01s
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
@@ -139,7 +159,8 @@ run_case() {
 }
 
 declare -A R
-targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "infermesh+gov $GOV_PORT $GOV_PID" "nginx $NG_PORT $NG_PID"
+targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "infermesh+gov $GOV_PORT $GOV_PID"
+  "infermesh+global $GLB_PORT $GLB_PID" "nginx $NG_PORT $NG_PID"
   "haproxy $HA_PORT $HA_PID")
 cases=("chat-c1 chat.lua 1" "chat-c16 chat.lua 16" "chat-c64 chat.lua 64" "stream-c64 chat_stream.lua 64" "paced-c4 chat_paced.lua 4")
 for c in "${cases[@]}"; do
@@ -197,11 +218,13 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
   # CPU per request (CPU % / req/s), governed chain against nginx.
   cpr() { awk -v c="$(field chat-c64 "$1" 4)" -v r="$(field chat-c64 "$1" 1)" 'BEGIN{ if (r+0==0) print 0; else printf "%.2f", c*10000/r }'; }
   gov_cpu=$(ratio "$(cpr infermesh+gov)" "$(cpr nginx)")
+  glb_cpu=$(ratio "$(cpr infermesh+global)" "$(cpr nginx)")
   verdict() { awk -v ok="$1" 'BEGIN{print (ok ? "met" : "NOT met")}'; }
   echo "Budgets (DESIGN.md section 8):"
   echo "- throughput >= nginx: chat-c64 ratio $tp, stream-c64 ratio $st: $(verdict "$(awk -v a="$tp" -v b="$st" 'BEGIN{print (a>=1 && b>=1)}')")"
   echo "- added p99 <= 0.3 ms at a moderate fixed rate (paced-c4): $ap ms: $(verdict "$(awk -v a="$ap" 'BEGIN{print (a<=0.3)}')")"
-  echo "- CPU per request with authn + authz + router (chat-c64) <= 1.25x nginx's: $(cpr infermesh+gov) vs $(cpr nginx) us, ratio $gov_cpu: $(verdict "$(awk -v a="$gov_cpu" 'BEGIN{print (a<=1.25)}')") (rate limit and telemetry not in the chain yet)"
+  echo "- CPU per request with authn + authz + ratelimit (local) + router (chat-c64) <= 1.25x nginx's: $(cpr infermesh+gov) vs $(cpr nginx) us, ratio $gov_cpu: $(verdict "$(awk -v a="$gov_cpu" 'BEGIN{print (a<=1.25)}')") (telemetry not in the chain yet)"
+  echo "- the same with the token limit global (Redis): $(cpr infermesh+global) us, ratio $glb_cpu; a limit's own cost: $(added "$(cpr infermesh+global)" "$(cpr infermesh+gov)") us more than local"
   echo "- idle RSS <= 20 MiB with 1,000 models and routes: $((BIG_RSS / 1024)) MiB: $(verdict "$(( BIG_RSS <= 20480 ))")"
   echo
   echo "RSS: infermesh after the load above $((IM_IDLE_RSS / 1024)) MiB; idle with 1,000 models (2 endpoints each) and 1,000 routes: $((BIG_RSS / 1024)) MiB (budget 20 MiB)."

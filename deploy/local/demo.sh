@@ -57,7 +57,8 @@ curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions -H "$K
   -H 'content-type: application/json' \
   -d '{"model":"llama3","messages":[{"role":"user","content":"Say hello to the mesh"}]}'
 echo
-grep -iE '^(x-mock-server|x-infermesh-model|x-request-id)' "$RUN/headers.txt" | sed 's/^/   /'
+grep -iE '^(x-mock-server|x-infermesh-model|x-request-id|x-ratelimit-(limit|remaining)-tokens)' "$RUN/headers.txt" | sed 's/^/   /'
+echo "   (usage above: the tokens the model reported; team-a's limit reserved them before the call)"
 echo
 echo "== the same request, streamed (SSE, one event per token)"
 curl -sSN http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" \
@@ -86,8 +87,25 @@ printf '   team-a: '; curl -sS http://127.0.0.1:18080/v1/models -H "$KEY_A" | gr
 printf '   team-b: '; curl -sS http://127.0.0.1:18080/v1/models -H "$KEY_B" | grep -o '"id":"[^"]*"' | tr '\n' ' '; echo
 echo "   audit chain: $("$BIN/controlplane/infermeshctl" audit verify "$RUN/audit.log" | head -1)"
 echo
-echo "== request metrics (full set: curl http://127.0.0.1:19901/metrics)"
-curl -sS http://127.0.0.1:19901/metrics | grep -E '^infermesh_(http_requests_total|authn_denied_total\{reason="missing|authz_denied_total)' | sed 's/^/   /'
+echo "== token limits: team-b may spend 300 tokens a minute; each request reserves its input and"
+echo "   max_tokens (250) before the model is called and settles to what the model reported, so a"
+echo "   request that no longer fits is refused with Retry-After before it reaches the model"
+for i in 1 2 3 4 5; do
+  curl -sS -o "$RUN/limit.json" -D "$RUN/limit-headers.txt" -w "   request $i: HTTP %{http_code}" \
+    http://127.0.0.1:18080/v1/chat/completions -H "$KEY_B" \
+    -d '{"model":"llama3","max_tokens":250,"messages":[{"role":"user","content":"Tell me more"}]}'
+  printf '  remaining tokens %s' "$(grep -i '^x-ratelimit-remaining-tokens' "$RUN/limit-headers.txt" | tr -d '\r' | cut -d' ' -f2)"
+  if grep -qi '^retry-after' "$RUN/limit-headers.txt"; then
+    printf '  retry-after %ss: %s' "$(grep -i '^retry-after' "$RUN/limit-headers.txt" | tr -d '\r' | cut -d' ' -f2)" \
+      "$(grep -o '"message":"[^"]*"' "$RUN/limit.json")"
+    echo
+    break
+  fi
+  echo
+done
+echo
+echo "== request, token and cost metrics (full set: curl http://127.0.0.1:19901/metrics)"
+curl -sS http://127.0.0.1:19901/metrics | grep -E '^infermesh_(http_requests_total|authn_denied_total\{reason="missing|authz_denied_total|ratelimit_(refused|settled_tokens)_total|budget_(spent_total|remaining))' | sed 's/^/   /'
 echo
 echo "== what the control plane knows (infermeshctl status)"
 "$BIN/controlplane/infermeshctl" status --control-plane 127.0.0.1:19000 | sed 's/^/   /'

@@ -165,6 +165,7 @@ class RouterFilter final : public filter::StreamFilter {
     if ((ctx.route == nullptr || ctx.reresolve) && !resolveTarget(ctx, body_)) return;
     ctx.reresolve = false;
     grpc_ = proxy::isGrpc(ctx.request);
+    if (ctx.target_changed && !ctx.model.empty()) rewriteBodyModel(body_, *ctx.target_model);
     if (auto regions = ctx.request.headers.get("x-infermesh-regions")) request_regions_ = parseRegionList(*regions);
     asio::co_spawn(ctx.worker->io(), forward(ctx), asio::detached);
   }

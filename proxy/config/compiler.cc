@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "proxy/config/governance_compiler.h"
+#include "proxy/config/rate_limit_compiler.h"
 #include "proxy/config/yaml_loader.h"
 #include "proxy/common/spiffe_id.h"
 #include "proxy/stats/name_table.h"
@@ -122,6 +123,7 @@ class Compiler {
       }
     }
     compileGovernance(r_, *snap, errors_);
+    compileRateLimits(r_, *snap, errors_);
 
     std::string dump = "{\"version\":" + std::to_string(version) + ",";
     dumpResources(dump, "listeners", r_.listeners);
@@ -197,7 +199,9 @@ class Compiler {
     mc.context_window = spec.context_window();
     mc.price_in_per_1k = spec.pricing().input_per_1k_tokens();
     mc.price_out_per_1k = spec.pricing().output_per_1k_tokens();
-    if (mc.price_in_per_1k < 0 || mc.price_out_per_1k < 0)
+    mc.price_cached_in_per_1k =
+        spec.pricing().has_cached_input_per_1k_tokens() ? spec.pricing().cached_input_per_1k_tokens() : mc.price_in_per_1k;
+    if (mc.price_in_per_1k < 0 || mc.price_out_per_1k < 0 || mc.price_cached_in_per_1k < 0)
       errors_.push_back(m.error("spec.pricing", "prices must be >= 0"));
     mc.regions.assign(spec.regions().begin(), spec.regions().end());
     if (spec.has_upstream_credential()) {

@@ -10,6 +10,7 @@
 #include "proxy/common/cidr.h"
 #include "proxy/common/path_normalizer.h"
 #include "proxy/config/governance.h"
+#include "proxy/config/rate_limits.h"
 #include "proxy/filter/filter.h"
 
 namespace infermesh::tls {
@@ -138,6 +139,7 @@ struct ModelConfig {
   std::uint32_t context_window = 0;  // tokens; 0: unknown
   double price_in_per_1k = 0;
   double price_out_per_1k = 0;
+  double price_cached_in_per_1k = 0;
   std::vector<std::string> regions;
   UpstreamCredentialConfig upstream_credential;
   bool hasCapability(std::string_view c) const {
@@ -322,6 +324,7 @@ struct Snapshot {
   // Models by capability, in source order (capability selection).
   std::unordered_map<std::string, std::vector<const ModelConfig*>, StringHash, std::equal_to<>> models_by_capability;
   std::shared_ptr<const Governance> governance;  // Tenants and Policies; null: none
+  std::shared_ptr<const RateLimits> rate_limits;  // limits and budgets; null: none
   std::string dump_json;  // the source resources as JSON, for /config_dump
   // TLS client contexts by model index, attached by the proxy before the
   // snapshot is published (loading certificates is the runtime's job, not

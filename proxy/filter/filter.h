@@ -43,6 +43,16 @@ class FilterCallbacks {
   // Ends the stream now: the client sees a reset (HTTP/2) or a closed
   // connection (HTTP/1.1); upstream work is cancelled.
   virtual void resetStream() = 0;
+  // Response body hooks: this event is the response's last. The chunk as
+  // the filter leaves it goes out with end_stream (filters after it see
+  // end_stream true), nothing later reaches the client, and the upstream
+  // exchange is cancelled. For streams cut short on purpose (a token limit
+  // finishing an SSE stream), not for errors.
+  virtual void endResponse() = 0;
+  // A function any thread may call to run work on the stream's worker (the
+  // answer of a store with its own thread). Work arriving after the stream
+  // ended is dropped. Empty when the stream has no worker (unit tests).
+  virtual std::function<void(std::function<void()>)> dispatcher() = 0;
 };
 
 // A per-stream filter. Every hook has a pass-through default, so a filter
@@ -75,6 +85,9 @@ class StreamFilter {
   // May add or change trailers (HTTP/2 and gRPC; HTTP/1.1 chunked).
   virtual FilterStatus onResponseTrailers(StreamContext&, HeaderList& trailers) { return FilterStatus::Continue; }
   virtual bool wantsResponseEvents() const { return false; }
+  // The core extracts token usage from the response into ctx.usage
+  // (proxy/filter/usage.h) for the chain when any filter asks.
+  virtual bool wantsUsage() const { return false; }
 
   // Runs once when the stream is over, whatever happened (completed,
   // answered locally, reset, client gone), before onLog.

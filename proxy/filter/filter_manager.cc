@@ -119,8 +119,14 @@ FilterManager::FilterManager(StreamContext& ctx, std::vector<std::unique_ptr<Str
     : ctx_(ctx), filters_(std::move(filters)), services_(services) {
   for (auto& f : filters_) {
     f->setCallbacks(*this);
-    frame_events_ = frame_events_ || f->wantsResponseEvents();
+    noteWants(*f);
   }
+}
+
+void FilterManager::noteWants(const StreamFilter& f) {
+  // Usage is read from whole events, so wanting it frames the stream too.
+  if (f.wantsUsage() && !usage_) usage_ = std::make_unique<UsageExtractor>();
+  frame_events_ = frame_events_ || f.wantsResponseEvents() || f.wantsUsage();
 }
 
 void FilterManager::applyRoute(const std::vector<std::string>& names,
@@ -129,6 +135,7 @@ void FilterManager::applyRoute(const std::vector<std::string>& names,
   std::vector<std::unique_ptr<StreamFilter>> chain;
   chain.reserve(filters_.size());
   frame_events_ = false;
+  usage_.reset();
   for (std::size_t i = 0; i < filters_.size(); ++i) {
     const RouteFilterOverride* o = nullptr;
     for (const auto& candidate : overrides)
@@ -136,7 +143,7 @@ void FilterManager::applyRoute(const std::vector<std::string>& names,
     if (o != nullptr && o->disabled) continue;
     auto f = o != nullptr ? o->factory->create() : std::move(filters_[i]);
     f->setCallbacks(*this);
-    frame_events_ = frame_events_ || f->wantsResponseEvents();
+    noteWants(*f);
     chain.push_back(std::move(f));
   }
   filters_ = std::move(chain);
@@ -235,6 +242,7 @@ FilterManager::Progress FilterManager::responseHeaders(ResponseHead& head, bool 
               type.starts_with("application/ndjson");
     framing_ = ndjson_ || type.starts_with("text/event-stream");
   }
+  if (usage_) usage_->onHeaders(head);
   return start(Event::ResponseHeaders, end_stream, nullptr);
 }
 
@@ -260,6 +268,7 @@ FilterManager::Progress FilterManager::responseBody(BodyChunk& chunk, bool end_s
     frameEvents(chunk, end_stream);
     if (chunk.empty() && !end_stream) return Progress::Done;  // no whole event yet
   }
+  if (usage_) usage_->onBody(chunk.view(), end_stream, ctx_.usage);
   return start(Event::ResponseBody, end_stream, &chunk);
 }
 
@@ -286,6 +295,16 @@ void FilterManager::cancelTimer(std::uint64_t id) {
 
 void FilterManager::resetStream() {
   if (services_) services_->resetStream();
+}
+
+void FilterManager::endResponse() {
+  if (pending_ != Event::ResponseBody) return;
+  response_ended_ = true;
+  end_stream_ = true;
+}
+
+std::function<void(std::function<void()>)> FilterManager::dispatcher() {
+  return services_ ? services_->dispatcher() : std::function<void(std::function<void()>)>();
 }
 
 void FilterManager::complete() {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "proxy/filter/filter.h"
+#include "proxy/filter/usage.h"
 
 namespace infermesh::filter {
 
@@ -18,6 +19,7 @@ class StreamServices {
   virtual std::uint64_t startTimer(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
   virtual void cancelTimer(std::uint64_t id) = 0;
   virtual void resetStream() = 0;
+  virtual std::function<void(std::function<void()>)> dispatcher() = 0;
 };
 
 // Runs one stream's filter chain: request events in chain order, response
@@ -70,6 +72,11 @@ class FilterManager final : private FilterCallbacks {
   void complete();
   void log();
 
+  // A response filter ended the response early (endResponse()): the
+  // driver writes what the last body event left with end_stream and stops.
+  bool responseEnded() const { return response_ended_; }
+  bool wantsUsage() const { return usage_ != nullptr; }
+
   // Called (on the stream's thread) when a stopped event has finished
   // iterating after resume(), with the event's new progress.
   std::function<void(Progress)> on_resume;
@@ -80,7 +87,10 @@ class FilterManager final : private FilterCallbacks {
   std::uint64_t startTimer(std::chrono::milliseconds delay, std::function<void()> fn) override;
   void cancelTimer(std::uint64_t id) override;
   void resetStream() override;
+  void endResponse() override;
+  std::function<void(std::function<void()>)> dispatcher() override;
 
+  void noteWants(const StreamFilter& f);
   Progress start(Event e, bool end_stream, BodyChunk* chunk);
   Progress iterate(std::size_t from);
   FilterStatus call(StreamFilter& f);
@@ -106,6 +116,8 @@ class FilterManager final : private FilterCallbacks {
   std::string frame_chunk_;  // the events being delivered when frame_rest_ was used
   bool completed_ = false;
   bool logged_ = false;
+  bool response_ended_ = false;
+  std::unique_ptr<UsageExtractor> usage_;  // when a filter wantsUsage()
 };
 
 }  // namespace infermesh::filter

@@ -177,6 +177,20 @@ class RequestPolicy {
   virtual const std::vector<std::string>* regionsFor(const config::ModelConfig& model) const = 0;
 };
 
+// Tokens of one exchange, as the core extracts them from the response
+// (proxy/filter/usage.h) when a filter wantsUsage().
+struct Usage {
+  std::int64_t input = -1;   // prompt tokens as the model reported them; -1: not (yet) reported
+  std::int64_t output = -1;  // completion tokens as reported; -1: not (yet) reported
+  std::int64_t cached_input = 0;
+  std::int64_t reasoning = 0;
+  // Output tokens metered from a stream's deltas so far (an estimate: one
+  // per delta event, more for long ones), until the reported count comes.
+  std::int64_t streamed_output = 0;
+  bool reported() const { return output >= 0; }
+  std::int64_t outputSoFar() const { return output >= 0 ? output : streamed_output; }
+};
+
 // Where an error came from, for logs and metrics.
 enum class ErrorSource { None, Downstream, Upstream, Internal };
 
@@ -204,6 +218,9 @@ struct StreamContext {
   const config::RouteConfig* route = nullptr;
   const config::ModelConfig* target_model = nullptr;  // its pricing is the price
   bool reresolve = false;  // a filter changed the model or routing headers: resolve again
+  // A filter moved the request to another model (a budget downgrade): the
+  // router names target_model to the backend instead.
+  bool target_changed = false;
   // Why resolution failed on a matched route (no model named, unknown
   // model...): filters still run, so one may answer (direct_response); if
   // none does, the router answers with this. target_model is null then.
@@ -218,6 +235,7 @@ struct StreamContext {
   std::uint64_t request_body_bytes = 0;
   std::uint64_t response_body_bytes = 0;
   std::optional<std::chrono::steady_clock::time_point> first_byte_at;
+  Usage usage;
   ErrorSource error_source = ErrorSource::None;
   std::string error_reason;  // empty when the stream ended cleanly
 

@@ -191,13 +191,30 @@ awaitable<bool> StreamDriver::nothingToWrite() { co_return true; }
 
 awaitable<bool> StreamDriver::sendBody(std::string_view bytes, bool end_stream) {
   if (bypass_response_filters_) return writeOut(bytes, end_stream);
+  if (ended_early_) return endEarly({});
   filter::BodyChunk chunk(bytes);
   const Progress p = filters_.responseBody(chunk, end_stream);
+  if (filters_.responseEnded() && p == Progress::Done) {
+    ended_early_ = true;
+    return endEarly(chunk.owned() ? std::string_view(early_tail_ = std::move(chunk.edit())) : chunk.view());
+  }
   // The chunk's bytes must outlive the write: a view of the caller's or the
   // manager's bytes does; a chunk a filter edited lives here, so that write
   // waits in a coroutine of its own.
   if (p == Progress::Done && !chunk.owned()) return writeOut(chunk.view(), end_stream);
   return sendBodySlow(std::move(chunk), end_stream, p);
+}
+
+awaitable<bool> StreamDriver::endEarly(std::string_view bytes) {
+  // Written once with end_stream; afterwards the terminal filter is told
+  // the client wants nothing more, so it stops reading the upstream (the
+  // model stops generating) without counting an error.
+  if (!early_written_) {
+    early_written_ = true;
+    co_await writeOut(bytes, true);
+    cancel();
+  }
+  co_return false;
 }
 
 awaitable<bool> StreamDriver::sendBodySlow(filter::BodyChunk chunk, bool end_stream, Progress p) {
@@ -212,6 +229,7 @@ awaitable<bool> StreamDriver::sendBodySlow(filter::BodyChunk chunk, bool end_str
 }
 
 awaitable<bool> StreamDriver::sendTrailers(filter::HeaderList& trailers) {
+  if (ended_early_) co_return false;
   if (!bypass_response_filters_) {
     // Every filter sees the body end before the trailers.
     filter::BodyChunk tail;
@@ -266,6 +284,15 @@ std::uint64_t StreamDriver::startTimer(std::chrono::milliseconds delay, std::fun
     fn();
   });
   return id;
+}
+
+std::function<void(std::function<void()>)> StreamDriver::dispatcher() {
+  if (!alive_) alive_ = std::make_shared<bool>(true);
+  return [worker = &worker_, alive = alive_](std::function<void()> fn) {
+    worker->post([alive, fn = std::move(fn)] {
+      if (*alive) fn();
+    });
+  };
 }
 
 void StreamDriver::cancelTimer(std::uint64_t id) {

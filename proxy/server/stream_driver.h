@@ -99,6 +99,9 @@ class StreamDriver final : public DownstreamStream, private filter::StreamServic
   std::uint64_t startTimer(std::chrono::milliseconds delay, std::function<void()> fn) override;
   void cancelTimer(std::uint64_t id) override;
   void resetStream() override;
+  std::function<void(std::function<void()>)> dispatcher() override;
+  // A response filter ended the response with this chunk (endResponse()).
+  boost::asio::awaitable<bool> endEarly(std::string_view bytes);
 
   Worker& worker_;
   filter::StreamContext& ctx_;
@@ -112,6 +115,9 @@ class StreamDriver final : public DownstreamStream, private filter::StreamServic
   bool bypass_response_filters_ = false;
   bool aborted_ = false;
   bool cancelled_ = false;
+  bool ended_early_ = false;  // a filter ended the response; the rest is dropped
+  bool early_written_ = false;
+  std::string early_tail_;  // the last chunk, when a filter rewrote it
   std::vector<std::pair<std::uint64_t, std::shared_ptr<boost::asio::steady_timer>>> timers_;
   std::uint64_t last_timer_ = 0;
   std::shared_ptr<bool> alive_;  // made with the first timer; false once the driver is gone

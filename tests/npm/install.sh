@@ -6,6 +6,8 @@
 #   build/npm/reference/{cl100k_base,o200k_base}{,.random}.jsonl
 #     (reference_counts.mjs: js-tiktoken's token ids for each text of
 #     tests/data/tokenizer_corpus.jsonl, and for 5000 random texts)
+#   build/npm/openai_stream.mjs (the OpenAI SDK against a stream a limit
+#     finished, run by tests/integration/ratelimit_test.cc)
 # Idempotent: it installs again only when package.json or the lock file
 # changed, and rewrites an output only when what it is made from is newer.
 set -euo pipefail
@@ -59,3 +61,6 @@ for out in {cl100k_base,o200k_base}.jsonl {cl100k_base,o200k_base}.random.jsonl;
     break
   fi
 done
+# Scripts the integration tests run with node import their packages from
+# here, so they live beside node_modules.
+cp "$src/openai_stream.mjs" "$npm_dir/"

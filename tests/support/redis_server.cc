@@ -143,7 +143,8 @@ class Connection {
 
 }  // namespace
 
-RedisServer::RedisServer(std::string password) : password_(std::move(password)) {
+RedisServer::RedisServer(std::string password, bool persistent)
+    : password_(std::move(password)), persistent_(persistent) {
   std::string path = runCommand("command -v redis-server").out;
   while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
   if (path.empty()) throw std::runtime_error("redis-server not found (deploy/install-deps.sh)");
@@ -161,10 +162,14 @@ RedisServer::~RedisServer() {
 bool RedisServer::launch(int port) {
   std::vector<std::string> argv = {binary_,      "--port",      std::to_string(port),
                                    "--bind",     "127.0.0.1",   "--save",
-                                   "",           "--appendonly", "no",
+                                   "",           "--appendonly", persistent_ ? "yes" : "no",
                                    "--dir",      dir_.path(),   "--logfile",
                                    dir_.path() + "/redis.log",  "--daemonize",
                                    "no"};
+  if (persistent_) {  // every write on disk before it is answered: a kill loses nothing
+    argv.push_back("--appendfsync");
+    argv.push_back("always");
+  }
   if (!password_.empty()) {
     argv.push_back("--requirepass");
     argv.push_back(password_);

@@ -9,12 +9,14 @@
 namespace infermesh::testing {
 
 // A real redis-server on 127.0.0.1 for tests: a free port, no persistence
-// (--save "" --appendonly no), its files in a temp dir. The constructor
+// (--save "" --appendonly no) unless `persistent` (an append-only file
+// synced on every write, so a restart after stop() keeps the data), its
+// files in a temp dir. The constructor
 // returns once the server answers (PING, polled with a bound) and throws
 // if it does not. The destructor kills it and removes the dir.
 class RedisServer {
  public:
-  explicit RedisServer(std::string password = "");
+  explicit RedisServer(std::string password = "", bool persistent = false);
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -22,7 +24,7 @@ class RedisServer {
   int port() const { return port_; }
   const std::string& password() const { return password_; }
 
-  // SIGKILL, like a crash (the data is gone: nothing is persisted).
+  // SIGKILL, like a crash (the data is gone unless persistent).
   void stop();
   // A fresh server on the same port; returns once it answers.
   void restart();
@@ -42,6 +44,7 @@ class RedisServer {
   bool launch(int port);
 
   std::string password_;
+  bool persistent_ = false;
   std::string binary_;
   TempDir dir_;
   std::unique_ptr<Process> process_;

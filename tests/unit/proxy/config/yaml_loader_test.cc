@@ -292,7 +292,8 @@ TEST_F(LoaderTest, MissingPathIsAnError) {
 
 // The configs shipped in deploy/ stay valid as the schema grows.
 TEST_F(LoaderTest, ShippedConfigsCompile) {
-  for (const char* dir : {"deploy/local", "deploy/examples/mesh-tls", "deploy/examples/grpc", "deploy/examples/governance"}) {
+  for (const char* dir : {"deploy/local", "deploy/examples/mesh-tls", "deploy/examples/grpc", "deploy/examples/governance",
+                          "deploy/examples/ratelimit"}) {
     auto r = loadAndCompile(std::string(INFERMESH_SOURCE_DIR) + "/" + dir, 1);
     EXPECT_TRUE(r.snapshot) << dir << ":\n" << joinErrors(r.errors);
   }

@@ -28,6 +28,10 @@ class Probe : public StreamFilter {
     log_.push_back(name_ + ":rbody:" + std::string(chunk.view()) + (end ? ":end" : ""));
     if (upper_response) for (auto& ch : chunk.edit()) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     if (buffer_response && !end) return FilterStatus::StopAndBuffer;
+    if (end_response_at > 0 && ++response_events == end_response_at) {
+      chunk.edit() += "data: bye\n\n";
+      callbacks_->endResponse();
+    }
     return FilterStatus::Continue;
   }
   FilterStatus onResponseTrailers(StreamContext&, HeaderList& trailers) override {
@@ -36,6 +40,7 @@ class Probe : public StreamFilter {
     return FilterStatus::Continue;
   }
   bool wantsResponseEvents() const override { return events; }
+  bool wantsUsage() const override { return usage; }
   void onComplete(StreamContext&) override { log_.push_back(name_ + ":complete"); }
   void onLog(const StreamContext&) override { log_.push_back(name_ + ":log"); }
   void resumeNow() { callbacks_->resume(); }
@@ -48,6 +53,9 @@ class Probe : public StreamFilter {
   bool upper_response = false;
   bool stop_on_response = false;
   bool events = false;
+  bool usage = false;
+  int end_response_at = 0;  // ends the response at this body event
+  int response_events = 0;
 
  private:
   std::string name_;
@@ -61,12 +69,13 @@ struct Chain {
   Probe* b;
   std::unique_ptr<FilterManager> fm;
   std::vector<FilterManager::Progress> resumed;
-  explicit Chain(bool events_on_a = false) {
+  explicit Chain(bool events_on_a = false, bool usage_on_b = false) {
     auto pa = std::make_unique<Probe>("a", log);
     auto pb = std::make_unique<Probe>("b", log);
     a = pa.get();
     b = pb.get();
     a->events = events_on_a;
+    b->usage = usage_on_b;
     std::vector<std::unique_ptr<StreamFilter>> v;
     v.push_back(std::move(pa));
     v.push_back(std::move(pb));
@@ -204,6 +213,47 @@ TEST(FilterManager, NoFramingWithoutAFilterThatAsks) {
   head.headers.add("content-type", "text/event-stream");
   c.fm->responseHeaders(head, false);
   EXPECT_EQ(c.respond("data: 1\n\nda", false), "data: 1\n\nda");
+}
+
+TEST(FilterManager, UsageIsExtractedBeforeTheFiltersSeeAnEvent) {
+  Chain c(false, /*usage_on_b=*/true);
+  EXPECT_TRUE(c.fm->wantsUsage());
+  ResponseHead head;
+  head.status = 200;
+  head.headers.add("content-type", "text/event-stream");
+  c.fm->responseHeaders(head, false);
+  // Asking for usage also frames whole events.
+  EXPECT_EQ(c.respond("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"cho", false),
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+  EXPECT_EQ(c.ctx.usage.streamed_output, 1);
+  c.respond("ices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n", true);
+  EXPECT_EQ(c.ctx.usage.input, 5);
+  EXPECT_EQ(c.ctx.usage.output, 2);
+}
+
+TEST(FilterManager, NoUsageWithoutAFilterThatAsks) {
+  Chain c;
+  EXPECT_FALSE(c.fm->wantsUsage());
+  ResponseHead head;
+  head.status = 200;
+  head.headers.add("content-type", "application/json");
+  c.fm->responseHeaders(head, false);
+  c.respond(R"({"usage":{"prompt_tokens":5,"completion_tokens":2}})", true);
+  EXPECT_FALSE(c.ctx.usage.reported());
+}
+
+TEST(FilterManager, EndResponseMakesThisEventTheLast) {
+  Chain c(/*events_on_a=*/true);
+  c.b->end_response_at = 2;
+  ResponseHead head;
+  head.headers.add("content-type", "text/event-stream");
+  c.fm->responseHeaders(head, false);
+  EXPECT_EQ(c.respond("data: 1\n\n", false), "data: 1\n\n");
+  EXPECT_FALSE(c.fm->responseEnded());
+  // b runs first on the response side: a sees the added event, with end_stream.
+  EXPECT_EQ(c.respond("data: 2\n\n", false), "data: 2\n\ndata: bye\n\n");
+  EXPECT_TRUE(c.fm->responseEnded());
+  EXPECT_EQ(c.log.back(), "a:rbody:data: 2\n\ndata: bye\n\n:end");
 }
 
 TEST(FilterManager, TrailersComeAfterTheBodyEnds) {
