@@ -135,6 +135,7 @@ Counter& CounterTable::find(const config::RateLimitConfig& limit, std::string_vi
   key.append(key_values);
   if (auto it = cache.find(std::string_view(key)); it != cache.end()) return *it->second;
   std::lock_guard lock(impl_->mu);
+  const std::string looked_up = key;  // the worker's cache keeps this, even when folded
   auto it = impl_->counters.find(std::string_view(key));
   if (it == impl_->counters.end()) {
     if (impl_->counters.size() >= kMaxCounters) {
@@ -159,7 +160,7 @@ Counter& CounterTable::find(const config::RateLimitConfig& limit, std::string_vi
     }
     it = impl_->counters.emplace(key, std::move(c)).first;
   }
-  cache.emplace(key, it->second.get());
+  cache.emplace(looked_up, it->second.get());
   return *it->second;
 }
 
@@ -183,13 +184,14 @@ ObservedOutput::Histogram& ObservedOutput::histogram(std::string_view tenant, st
   key.append(model);
   if (auto it = cache.find(std::string_view(key)); it != cache.end()) return *it->second;
   std::lock_guard lock(impl_->mu);
+  const std::string looked_up = key;
   auto it = impl_->by_key.find(std::string_view(key));
   if (it == impl_->by_key.end()) {
     if (impl_->by_key.size() >= CounterTable::kMaxCounters) key = "*";
     it = impl_->by_key.find(std::string_view(key));
     if (it == impl_->by_key.end()) it = impl_->by_key.emplace(key, std::make_unique<Histogram>()).first;
   }
-  cache.emplace(key, it->second.get());
+  cache.emplace(looked_up, it->second.get());
   return *it->second;
 }
 

@@ -764,24 +764,13 @@ std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::s
         c->redis.port = static_cast<std::uint16_t>(p);
       }
       c->use_redis = true;
-    } else if (k == "redisPasswordFile") {
+    } else if (k == "redisPasswordFile" || k == "keyPrefix" || k == "stateFile") {
       if (f.value.get_string().get(s)) {
-        error = "ratelimit: redisPasswordFile must be a path";
+        error = "ratelimit: " + std::string(k) + (k == "keyPrefix" ? " must be a string" : " must be a path");
         return nullptr;
       }
-      c->password_file = std::string(s);
-    } else if (k == "keyPrefix") {
-      if (f.value.get_string().get(s)) {
-        error = "ratelimit: keyPrefix must be a string";
-        return nullptr;
-      }
-      c->redis.key_prefix = std::string(s);
-    } else if (k == "stateFile") {
-      if (f.value.get_string().get(s)) {
-        error = "ratelimit: stateFile must be a path";
-        return nullptr;
-      }
-      c->state_file = std::string(s);
+      (k == "redisPasswordFile" ? c->password_file : k == "keyPrefix" ? c->redis.key_prefix : c->state_file) =
+          std::string(s);
     } else if (k == "extendTokens") {
       if (f.value.get_int64().get(n) || n < 1 || n > 1000000) {
         error = "ratelimit: extendTokens must be 1..1000000";

@@ -5,7 +5,6 @@
 
 namespace infermesh::config {
 
-namespace v1 = ::infermesh::config::v1;
 
 const char* LimitWindow::unit() const { return tokens ? "tokens" : "requests"; }
 

@@ -158,5 +158,27 @@ TEST(RateLimitCompilerTest, RejectsBadBudgetsAndTokenizers) {
   EXPECT_NE(all.find("cl100k_base or o200k_base"), std::string::npos) << all;
 }
 
+TEST(RateLimitCompilerTest, FilterConfigIsCheckedWithoutTouchingRedisOrFiles) {
+  auto with = [](const std::string& config) {
+    std::string y = base();
+    const std::string from = "{name: ratelimit}";
+    y.replace(y.find(from), from.size(), "{name: ratelimit, config: " + config + "}");
+    return load(y + doc("Route", "chat", "  match: {pathPrefix: /v1/}\n"));
+  };
+  // Compiling (the control plane, infermeshctl validate) opens nothing.
+  auto r = with("{redis: '127.0.0.1:1', redisPasswordFile: /nonexistent/pw, stateFile: /nonexistent/state, "
+                "keyPrefix: 'x:', extendTokens: 8}");
+  EXPECT_TRUE(r.snapshot) << joinErrors(r.errors);
+  for (auto [config, words] : {std::pair<const char*, const char*>{"{redis: 'host:99999'}", "1..65535"},
+                               {"{redis: ''}", "host:port"},
+                               {"{stateFile: 3}", "stateFile must be a path"},
+                               {"{extendTokens: 0}", "extendTokens must be 1..1000000"},
+                               {"{burst: 1}", "unknown setting \"burst\""}}) {
+    r = with(config);
+    EXPECT_FALSE(r.snapshot) << config;
+    EXPECT_NE(joinErrors(r.errors).find(words), std::string::npos) << config << ": " << joinErrors(r.errors);
+  }
+}
+
 }  // namespace
 }  // namespace infermesh::config
