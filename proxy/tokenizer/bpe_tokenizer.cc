@@ -191,10 +191,146 @@ bool readFile(const std::string& path, std::string& out, std::string& error) {
   return true;
 }
 
+// The split without PCRE2 where the text is ASCII. At a position whose
+// match the split pattern decides by ASCII characters alone (all it reads
+// up to the character after the match), these return the match's end,
+// exactly as the pattern would; at any other (a byte >= 0x80 within
+// reach) 0, and PCRE2 finds that match. The regex is two thirds of the
+// work on ASCII text, and these a small part of it. Each step names the
+// alternative of the pattern it stands for; the unit test and the
+// reference texts check them against js-tiktoken.
+namespace ascii {
+
+constexpr std::size_t kAsk = 0;  // leave this match to PCRE2
+
+inline bool high(unsigned char c) { return c >= 0x80; }
+inline bool upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+inline bool lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
+inline bool letter(unsigned char c) { return upper(c) || lower(c); }
+inline bool digit(unsigned char c) { return c >= '0' && c <= '9'; }
+inline bool newline(unsigned char c) { return c == '\r' || c == '\n'; }
+// JavaScript's \s within ASCII: tab, LF, VT, FF, CR, space.
+inline bool space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+// [^\s\p{L}\p{N}] within ASCII (controls other than the spaces included).
+inline bool mark(unsigned char c) { return !high(c) && !space(c) && !letter(c) && !digit(c); }
+
+struct Text {
+  const unsigned char* t;
+  std::size_t n;
+  unsigned char operator[](std::size_t i) const { return t[i]; }
+  bool highAt(std::size_t i) const { return i < n && high(t[i]); }
+};
+
+// '(?:s|S|t|T|re|rE|Re|RE|ve|vE|Ve|VE|m|M|ll|lL|Ll|LL|d|D) at i: its length, or 0.
+inline std::size_t contraction(const Text& t, std::size_t i) {
+  if (i + 1 >= t.n || t[i] != '\'') return 0;
+  const unsigned char a = t[i + 1] | 0x20;
+  if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+  if (i + 2 >= t.n) return 0;
+  const unsigned char b = t[i + 2] | 0x20;
+  return ((a == 'r' || a == 'v') && b == 'e') || (a == 'l' && b == 'l') ? 3 : 0;
+}
+
+// The whitespace alternatives, the same in both patterns:
+// \s*[\r\n]+ | \s+(?!\S) | \s+ at a space character i.
+inline std::size_t spaces(const Text& t, std::size_t i) {
+  std::size_t j = i;
+  std::size_t last_newline = std::string_view::npos;
+  while (j < t.n && space(t[j])) {
+    if (newline(t[j])) last_newline = j;
+    ++j;
+  }
+  if (t.highAt(j)) return kAsk;                      // the run may go on
+  if (last_newline != std::string_view::npos) return last_newline + 1;  // \s*[\r\n]+
+  if (j == t.n) return j;                            // \s+(?!\S) at the end
+  return j - i >= 2 ? j - 1 : i + 1;                 // \s+(?!\S), else \s+ (one)
+}
+
+// \p{N}{1,3} at a digit i.
+inline std::size_t digits(const Text& t, std::size_t i) {
+  std::size_t j = i;
+  while (j < t.n && j < i + 3 && digit(t[j])) ++j;
+  return j < i + 3 && t.highAt(j) ? kAsk : j;
+}
+
+// ` ?[^\s\p{L}\p{N}]+` then `tail`* ([\r\n]* or [\r\n/]*) at i, when t[q]
+// (q = i, or i + 1 after a space) is such a mark.
+template <bool kSlash>
+inline std::size_t marks(const Text& t, std::size_t q) {
+  std::size_t j = q;
+  while (j < t.n && mark(t[j])) ++j;
+  if (t.highAt(j)) return kAsk;
+  while (j < t.n && (newline(t[j]) || (kSlash && t[j] == '/'))) ++j;
+  return j;
+}
+
+// [^\r\n\p{L}\p{N}] before a letter: where the letters start (i or i + 1),
+// npos when no letter does, kAsk when t[i + 1] is not ASCII.
+inline std::size_t lettersStart(const Text& t, std::size_t i) {
+  const unsigned char c = t[i];
+  if (letter(c)) return i;
+  if (newline(c) || digit(c) || i + 1 >= t.n) return std::string_view::npos;
+  if (high(t[i + 1])) return kAsk;
+  return letter(t[i + 1]) ? i + 1 : std::string_view::npos;
+}
+
+// cl100k: 'contractions | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,3} |
+// ` ?[^\s\p{L}\p{N}]+[\r\n]*` | whitespace.
+inline std::size_t cl100k(const Text& t, std::size_t i) {
+  const unsigned char c = t[i];
+  if (high(c)) return kAsk;
+  if (const std::size_t k = contraction(t, i)) return i + k;
+  const std::size_t p = lettersStart(t, i);
+  if (p == kAsk) return kAsk;
+  if (p != std::string_view::npos) {
+    std::size_t j = p;
+    while (j < t.n && letter(t[j])) ++j;
+    return t.highAt(j) ? kAsk : j;
+  }
+  if (digit(c)) return digits(t, i);
+  const std::size_t q = c == ' ' ? i + 1 : i;
+  if (q < t.n && mark(t[q])) return marks<false>(t, q);
+  if (q < t.n && high(t[q])) return kAsk;
+  if (space(c)) return spaces(t, i);
+  return kAsk;  // not reached: every ASCII character is one of the above
+}
+
+// o200k: [^\r\n\p{L}\p{N}]?[Lu...]*[Ll...]+'contraction? |
+// [^\r\n\p{L}\p{N}]?[Lu...]+[Ll...]*'contraction? | \p{N}{1,3} |
+// ` ?[^\s\p{L}\p{N}]+[\r\n/]*` | whitespace.
+inline std::size_t o200k(const Text& t, std::size_t i) {
+  const unsigned char c = t[i];
+  if (high(c)) return kAsk;
+  const std::size_t p = lettersStart(t, i);
+  if (p == kAsk) return kAsk;
+  if (p != std::string_view::npos) {
+    std::size_t u = p;
+    while (u < t.n && upper(t[u])) ++u;
+    if (t.highAt(u)) return kAsk;
+    std::size_t l = u;
+    while (l < t.n && lower(t[l])) ++l;  // empty: the second alternative
+    if (t.highAt(l)) return kAsk;
+    return l + contraction(t, l);
+  }
+  if (digit(c)) return digits(t, i);
+  const std::size_t q = c == ' ' ? i + 1 : i;
+  if (q < t.n && mark(t[q])) return marks<true>(t, q);
+  if (q < t.n && high(t[q])) return kAsk;
+  if (space(c)) return spaces(t, i);
+  return kAsk;
+}
+
+}  // namespace ascii
+
 }  // namespace
 
 struct BpeTokenizer::Impl {
   RankMap ranks;
+  Pattern pattern = Pattern::Cl100k;
+  // The rank of every two-byte token by its bytes (kNoRank when none): a
+  // merge starts by ranking each adjacent byte pair, and this spares those
+  // lookups the hash table (256 KB, mostly in cache).
+  std::vector<std::uint32_t> byte_pairs;
   pcre2_code* re = nullptr;
   bool jit = false;
 
@@ -202,6 +338,10 @@ struct BpeTokenizer::Impl {
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
   ~Impl() { pcre2_code_free(re); }
+
+  std::uint32_t pairRankOf(const char* two) const {
+    return byte_pairs[static_cast<unsigned char>(two[0]) << 8 | static_cast<unsigned char>(two[1])];
+  }
 
   std::uint32_t rankOf(std::string_view bytes) const {
     const auto it = ranks.find(bytes);
@@ -214,8 +354,17 @@ struct BpeTokenizer::Impl {
     ThreadState& ts = threadState();
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     const std::size_t n = text.size();
+    const ascii::Text t{reinterpret_cast<const unsigned char*>(text.data()), n};
     std::size_t offset = 0;
     while (offset < n) {
+#ifndef INFERMESH_BPE_NO_ASCII_SPLIT
+      const std::size_t ascii_end = pattern == Pattern::Cl100k ? ascii::cl100k(t, offset) : ascii::o200k(t, offset);
+      if (ascii_end != ascii::kAsk) {
+        piece(text.substr(offset, ascii_end - offset));
+        offset = ascii_end;
+        continue;
+      }
+#endif
       const int rc = jit ? pcre2_jit_match(re, subject, n, offset, 0, ts.match, ts.context)
                          : pcre2_match(re, subject, n, offset, 0, ts.match, ts.context);
       if (rc < 0) {
@@ -262,7 +411,7 @@ struct BpeTokenizer::Impl {
     Part parts[kSmallPiece + 1];
     const auto n = static_cast<std::uint32_t>(piece.size());
     std::size_t len = 0;
-    for (std::uint32_t i = 0; i + 1 < n; ++i) parts[len++] = {i, rankOf(piece.substr(i, 2))};
+    for (std::uint32_t i = 0; i + 1 < n; ++i) parts[len++] = {i, pairRankOf(piece.data() + i)};
     parts[len++] = {n - 1, kNoRank};
     parts[len++] = {n, kNoRank};
     const auto pairRank = [&](std::size_t i) {
@@ -309,7 +458,7 @@ struct BpeTokenizer::Impl {
     for (std::uint32_t i = 0; i < n; ++i) {
       next[i] = i + 1;
       prev[i] = i == 0 ? 0 : i - 1;
-      pair_rank[i] = i + 1 < n ? rankOf(piece.substr(i, 2)) : kNoRank;
+      pair_rank[i] = i + 1 < n ? pairRankOf(piece.data() + i) : kNoRank;
       if (pair_rank[i] != kNoRank) heap.push_back(candidate(pair_rank[i], i));
     }
     std::make_heap(heap.begin(), heap.end(), std::greater<>());
@@ -437,6 +586,14 @@ std::shared_ptr<const BpeTokenizer> BpeTokenizer::load(const std::string& path, 
       std::snprintf(hex, sizeof hex, "0x%02x", b);
       error = path + ": no token for the single byte " + hex + "; not a byte-level BPE rank file";
       return nullptr;
+    }
+  }
+
+  impl->pattern = pattern;
+  impl->byte_pairs.assign(1u << 16, kNoRank);
+  for (const auto& [token, rank] : impl->ranks) {
+    if (token.size() == 2) {
+      impl->byte_pairs[static_cast<unsigned char>(token[0]) << 8 | static_cast<unsigned char>(token[1])] = rank;
     }
   }
 
