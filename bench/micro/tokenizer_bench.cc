@@ -24,7 +24,7 @@ std::string readAll(const std::filesystem::path& p) {
   return s.str();
 }
 
-// About 1 MB: the files of `dir` ending in `ext`, repeated.
+// Up to 1 MiB of whole lines: the files of `dir` ending in `ext`, repeated.
 const std::string& text(const std::string& dir, const std::string& ext) {
   static std::map<std::string, std::string> texts;
   auto& t = texts[dir + ext];
@@ -34,6 +34,7 @@ const std::string& text(const std::string& dir, const std::string& ext) {
       if (e.is_regular_file() && e.path().extension() == ext) once += readAll(e.path());
     }
     while (!once.empty() && t.size() < (1u << 20)) t += once;
+    if (t.size() > (1u << 20)) t.resize(t.rfind('\n', 1u << 20) + 1);  // whole lines, at most 1 MiB
   }
   return t;
 }

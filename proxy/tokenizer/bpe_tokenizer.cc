@@ -24,7 +24,7 @@ constexpr std::uint32_t kNoRank = std::numeric_limits<std::uint32_t>::max();
 // Pieces up to this many bytes are merged with tiktoken's own algorithm
 // (an array of parts, a linear scan for the lowest rank per merge: O(n^2),
 // fastest for short pieces); longer ones with a heap, O(n log n), so a
-// prompt of one 1 MB "word" costs milliseconds, not minutes. Both merge
+// prompt of one 1 MB "word" costs a fraction of a second, not many minutes. Both merge
 // the lowest rank first and, among equal ranks, the leftmost pair.
 #ifndef INFERMESH_BPE_SMALL_PIECE
 #define INFERMESH_BPE_SMALL_PIECE 128
@@ -201,7 +201,7 @@ bool readFile(const std::string& path, std::string& out, std::string& error) {
 // reference texts check them against js-tiktoken.
 namespace ascii {
 
-constexpr std::size_t kAsk = 0;  // leave this match to PCRE2
+constexpr std::size_t kAsk = 0;  // leave this match to PCRE2 (a match is never empty)
 
 inline bool high(unsigned char c) { return c >= 0x80; }
 inline bool upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
@@ -264,14 +264,17 @@ inline std::size_t marks(const Text& t, std::size_t q) {
   return j;
 }
 
+constexpr std::size_t kNoLetters = std::string_view::npos;
+constexpr std::size_t kAskLetters = std::string_view::npos - 1;
+
 // [^\r\n\p{L}\p{N}] before a letter: where the letters start (i or i + 1),
-// npos when no letter does, kAsk when t[i + 1] is not ASCII.
+// kNoLetters when none do, kAskLetters when t[i + 1] is not ASCII.
 inline std::size_t lettersStart(const Text& t, std::size_t i) {
   const unsigned char c = t[i];
   if (letter(c)) return i;
-  if (newline(c) || digit(c) || i + 1 >= t.n) return std::string_view::npos;
-  if (high(t[i + 1])) return kAsk;
-  return letter(t[i + 1]) ? i + 1 : std::string_view::npos;
+  if (newline(c) || digit(c) || i + 1 >= t.n) return kNoLetters;
+  if (high(t[i + 1])) return kAskLetters;
+  return letter(t[i + 1]) ? i + 1 : kNoLetters;
 }
 
 // cl100k: 'contractions | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,3} |
@@ -281,8 +284,8 @@ inline std::size_t cl100k(const Text& t, std::size_t i) {
   if (high(c)) return kAsk;
   if (const std::size_t k = contraction(t, i)) return i + k;
   const std::size_t p = lettersStart(t, i);
-  if (p == kAsk) return kAsk;
-  if (p != std::string_view::npos) {
+  if (p == kAskLetters) return kAsk;
+  if (p != kNoLetters) {
     std::size_t j = p;
     while (j < t.n && letter(t[j])) ++j;
     return t.highAt(j) ? kAsk : j;
@@ -302,8 +305,8 @@ inline std::size_t o200k(const Text& t, std::size_t i) {
   const unsigned char c = t[i];
   if (high(c)) return kAsk;
   const std::size_t p = lettersStart(t, i);
-  if (p == kAsk) return kAsk;
-  if (p != std::string_view::npos) {
+  if (p == kAskLetters) return kAsk;
+  if (p != kNoLetters) {
     std::size_t u = p;
     while (u < t.n && upper(t[u])) ++u;
     if (t.highAt(u)) return kAsk;
