@@ -247,7 +247,7 @@ TEST_F(RateLimitTest, OnExhaustedAllowLetsTheStreamEndAndCountsOvershoot) {
 }
 
 TEST_F(RateLimitTest, TheOpenAiSdkAcceptsAFinishedStream) {
-  const std::string npm = std::string(INFERMESH_BIN_DIR) + "/npm";
+  const std::string npm = INFERMESH_NPM_DIR;  // tests/npm/install.sh
   ASSERT_TRUE(std::filesystem::exists(npm + "/node_modules/openai"))
       << "the npm test packages are missing: run tests/npm/install.sh";
   startProxy(config("{extendTokens: 16}", ", limits: [{name: tpm, tokensPerMinute: 150, expectedOutputFloor: 20}]", "",
