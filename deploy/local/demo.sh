@@ -87,19 +87,24 @@ printf '   team-a: '; curl -sS http://127.0.0.1:18080/v1/models -H "$KEY_A" | gr
 printf '   team-b: '; curl -sS http://127.0.0.1:18080/v1/models -H "$KEY_B" | grep -o '"id":"[^"]*"' | tr '\n' ' '; echo
 echo "   audit chain: $("$BIN/controlplane/infermeshctl" audit verify "$RUN/audit.log" | head -1)"
 echo
-echo "== token limits: team-b may spend 300 tokens a minute; each request reserves its input and"
-echo "   max_tokens (250) before the model is called and settles to what the model reported, so a"
-echo "   request that no longer fits is refused with Retry-After before it reaches the model"
-for i in 1 2 3 4 5; do
-  curl -sS -o "$RUN/limit.json" -D "$RUN/limit-headers.txt" -w "   request $i: HTTP %{http_code}" \
+echo "== token limits: team-b may spend 300 tokens a minute. Two requests at once, each reserving its"
+echo "   input + max_tokens (250) before the model is called: the second does not fit and is refused"
+echo "   with Retry-After, never reaching the model (the first settles to what the model reported)"
+limit_pids=()
+for i in 1 2; do
+  curl -sS -o "$RUN/limit-$i.json" -D "$RUN/limit-headers-$i.txt" -w '%{http_code}' \
     http://127.0.0.1:18080/v1/chat/completions -H "$KEY_B" \
-    -d '{"model":"llama3","max_tokens":250,"messages":[{"role":"user","content":"Tell me more"}]}'
-  printf '  remaining tokens %s' "$(grep -i '^x-ratelimit-remaining-tokens' "$RUN/limit-headers.txt" | tr -d '\r' | cut -d' ' -f2)"
-  if grep -qi '^retry-after' "$RUN/limit-headers.txt"; then
-    printf '  retry-after %ss: %s' "$(grep -i '^retry-after' "$RUN/limit-headers.txt" | tr -d '\r' | cut -d' ' -f2)" \
-      "$(grep -o '"message":"[^"]*"' "$RUN/limit.json")"
-    echo
-    break
+    -d '{"model":"llama3","max_tokens":250,"messages":[{"role":"user","content":"Tell me more"}]}' >"$RUN/limit-code-$i" &
+  limit_pids+=($!)
+done
+wait "${limit_pids[@]}"
+for i in 1 2; do
+  header() { grep -i "^$1:" "$RUN/limit-headers-$i.txt" | tr -d '\r' | cut -d' ' -f2; }
+  printf '   request %s: HTTP %s  x-ratelimit-remaining-tokens %s' "$i" "$(cat "$RUN/limit-code-$i")" "$(header x-ratelimit-remaining-tokens)"
+  if [ -n "$(header retry-after)" ]; then
+    printf '  retry-after %ss\n     %s' "$(header retry-after)" "$(grep -o '"message":"[^"]*"' "$RUN/limit-$i.json")"
+  else
+    printf '  usage %s' "$(grep -o '"usage":{[^}]*}' "$RUN/limit-$i.json")"
   fi
   echo
 done
