@@ -433,6 +433,29 @@ TEST_F(RateLimitTest, BudgetSurvivesARestart) {
   EXPECT_TRUE(hasCode(r, "budget_exceeded")) << r.body;
 }
 
+TEST_F(RateLimitTest, AGlobalBudgetIsSharedByTheFleet) {
+  RedisServer redis;
+  const std::string yaml = config("{redis: '127.0.0.1:" + std::to_string(redis.port()) + "', keyPrefix: 'budget-test:'}",
+                                  ", budget: {perDay: 0.3, scope: global}");
+  auto one = startNode(yaml);
+  auto two = startNode(yaml);
+  int ok = 0;
+  HttpResponse r;
+  for (int i = 0; i < 10; ++i) {
+    r = call(one->port, kKeyA, body("chat", false, 40));
+    if (r.status != 200) break;
+    ++ok;
+  }
+  ASSERT_TRUE(hasCode(r, "budget_exceeded")) << r.body;
+  EXPECT_GE(ok, 2);
+  // The other proxy learns what the fleet spent from Redis (within a second).
+  EXPECT_TRUE(eventually([&] { return hasCode(call(two->port, kKeyA, body("chat", false, 40)), "budget_exceeded"); },
+                         std::chrono::seconds(5), std::chrono::milliseconds(200)));
+  const auto day = std::chrono::duration_cast<std::chrono::hours>(std::chrono::system_clock::now().time_since_epoch()).count() / 24;
+  const long micros = std::atol(redis.command({"GET", "budget-test:budget|team-a|day|" + std::to_string(day)}).c_str());
+  EXPECT_GT(micros, 200000) << "the fleet's day total in Redis, in microunits";
+}
+
 TEST_F(RateLimitTest, OverBudgetDowngradesToTheCheapestModelThatFits) {
   const std::string yaml = config("{stateFile: '" + dir.path() + "/budgets.state'}",
                                   ", budget: {perDay: 0.3, onExceeded: downgrade}",
