@@ -235,6 +235,22 @@ TEST_F(RateLimitTest, FinishesAStreamThatRunsPastTheLimit) {
   EXPECT_EQ(call(port, kKeyA, body("chat", true)).status, 429);
 }
 
+TEST_F(RateLimitTest, FinishesAStreamCleanlyOverHttp2) {
+  std::string yaml = config("{extendTokens: 16}", ", limits: [{name: tpm, tokensPerMinute: 150, expectedOutputFloor: 20}]",
+                            "", longer.address());
+  yaml.replace(yaml.find("  address: 127.0.0.1:0\n"), 23, "  address: 127.0.0.1:0\n  protocol: auto\n");
+  startProxy(yaml);
+  // curl exits 0 only when the HTTP/2 stream ended cleanly (END_STREAM, no reset).
+  const auto out = runCommand("curl -sS --max-time 10 --http2-prior-knowledge http://127.0.0.1:" + std::to_string(port) +
+                              "/v1/chat/completions -H 'authorization: Bearer " + kKeyA + "' -d '" + body("chat", true) +
+                              "'");
+  EXPECT_EQ(out.status, 0) << out.out;
+  const auto s = summarize(out.out);
+  EXPECT_EQ(s.finish_reason, "length");
+  EXPECT_EQ(s.finished_by, "Tenant/team-a/tpm");
+  EXPECT_TRUE(s.done);
+}
+
 TEST_F(RateLimitTest, OnExhaustedAllowLetsTheStreamEndAndCountsOvershoot) {
   startProxy(config("{}", ", limits: [{name: tpm, tokensPerMinute: 150, expectedOutputFloor: 20, onExhausted: allow}]",
                     "", longer.address()));
