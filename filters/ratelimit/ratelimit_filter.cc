@@ -233,6 +233,7 @@ class RateLimitFilter final : public filter::StreamFilter {
     if (!active_ || !sse_ || finished_) return FilterStatus::Continue;
     if (strip_usage_ && chunk.view().find("\"usage\"") != std::string_view::npos) stripUsageChunk(chunk);
     if (id_.empty()) rememberStreamIds(chunk.view());
+    if (anthropic_) trackContentBlock(chunk.view());
     if (ctx.usage.reported() || end_stream) return FilterStatus::Continue;  // settled at completion
     const std::int64_t out = ctx.usage.streamed_output;
     if (out <= reserved_output_) return FilterStatus::Continue;
@@ -530,12 +531,42 @@ class RateLimitFilter final : public filter::StreamFilter {
     id_ = field("\"id\":\"");
     upstream_model_ = field("\"model\":\"");
     chat_ = events.find("chat.completion.chunk") != std::string_view::npos;
+    anthropic_ = events.find("\"type\":\"message_start\"") != std::string_view::npos;
+  }
+
+  // Anthropic Messages streams: the index of the content block now open.
+  void trackContentBlock(std::string_view events) {
+    for (std::size_t at = 0; (at = events.find("\"type\":\"content_block_", at)) != std::string_view::npos; ++at) {
+      const auto index = events.find("\"index\":", at);
+      if (index == std::string_view::npos) break;
+      block_index_ = std::atoi(events.data() + index + 8);
+      block_open_ = events.substr(at + 22, 5) != "stop\"";
+    }
+  }
+
+  // Anthropic's end of a message cut at max_tokens: the open block closes,
+  // message_delta says max_tokens (and why), message_stop.
+  void finishAnthropicStream(StreamContext& ctx, std::string& out) {
+    if (block_open_)
+      out += "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":" +
+             std::to_string(block_index_) + "}\n\n";
+    out += "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\","
+           "\"stop_sequence\":null},\"usage\":{\"output_tokens\":" +
+           std::to_string(ctx.usage.streamed_output) + "},\"infermesh\":{\"finished_by\":\"rate_limit\",\"limit\":";
+    common::appendJsonString(out, exhausted_->limit->name);
+    out += "}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
   }
 
   // Ends the stream as the engine would at max_tokens, then says why.
   void finishStream(StreamContext& ctx, filter::BodyChunk& chunk) {
     finished_ = true;
     stats(*exhausted_->limit).finished.inc();
+    if (anthropic_) {
+      finishAnthropicStream(ctx, chunk.edit());
+      ctx.error_reason.clear();
+      callbacks_->endResponse();
+      return;
+    }
     const std::string id = id_.empty() ? "chatcmpl-" + ctx.request_id : id_;
     std::string head = "data: {\"id\":";
     common::appendJsonString(head, id);
@@ -640,6 +671,9 @@ class RateLimitFilter final : public filter::StreamFilter {
   std::int64_t reserved_output_ = 0;
   std::string id_, upstream_model_;
   bool chat_ = true;
+  bool anthropic_ = false;  // an Anthropic Messages stream
+  bool block_open_ = false;
+  int block_index_ = 0;
   bool active_ = false;
   bool sse_ = false;
   bool strip_usage_ = false;

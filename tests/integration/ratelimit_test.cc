@@ -5,6 +5,10 @@
 // global limit under concurrent streams (and with Redis killed and
 // restarted), budgets that survive a restart, and the downgrade path.
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -67,6 +71,85 @@ StreamSummary summarize(const std::string& body) {
   }
   return s;
 }
+
+// An engine speaking Anthropic's Messages stream: message_start, one text
+// block of `deltas` content_block_delta events, message_delta, message_stop.
+// One connection at a time; stops writing when the proxy goes away.
+class AnthropicStreamUpstream {
+ public:
+  explicit AnthropicStreamUpstream(int deltas) : deltas_(deltas) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd_, 8);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~AnthropicStreamUpstream() {
+    stopping_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void serve() {
+    while (!stopping_) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string in;
+      char buf[4096];
+      // The head, then a body of its content-length.
+      for (;;) {
+        const auto end = in.find("\r\n\r\n");
+        if (end != std::string::npos) {
+          const auto cl = in.find("content-length: ");
+          const std::size_t need = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 16));
+          if (in.size() >= end + 4 + need) break;
+        }
+        const auto n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+      }
+      auto chunk = [&](const std::string& data) {
+        char size[16];
+        std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+        const std::string out = size + data + "\r\n";
+        return ::send(c, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
+      };
+      const std::string head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+      bool ok = ::send(c, head.data(), head.size(), MSG_NOSIGNAL) > 0 &&
+                chunk("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":"
+                      "\"message\",\"role\":\"assistant\",\"model\":\"chat\",\"content\":[],\"stop_reason\":null,"
+                      "\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n"
+                      "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+                      "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+      for (int i = 0; ok && i < deltas_; ++i) {
+        ok = chunk("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                   "\"delta\":{\"type\":\"text_delta\",\"text\":\"word \"}}\n\n");
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+      }
+      if (ok)
+        ok = chunk("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+                   "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
+                   "\"usage\":{\"output_tokens\":" + std::to_string(deltas_) + "}}\n\n"
+                   "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") &&
+             ::send(c, "0\r\n\r\n", 5, MSG_NOSIGNAL) == 5;
+      ::close(c);
+    }
+  }
+
+  int deltas_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
 
 class RateLimitTest : public ProxyTest {
  protected:
@@ -249,6 +332,25 @@ TEST_F(RateLimitTest, FinishesAStreamCleanlyOverHttp2) {
   EXPECT_EQ(s.finish_reason, "length");
   EXPECT_EQ(s.finished_by, "Tenant/team-a/tpm");
   EXPECT_TRUE(s.done);
+}
+
+TEST_F(RateLimitTest, FinishesAnAnthropicStreamTheAnthropicWay) {
+  AnthropicStreamUpstream engine(400);
+  startProxy(config("{extendTokens: 16}", ", limits: [{name: tpm, tokensPerMinute: 150, expectedOutputFloor: 20}]", "",
+                    engine.address()));
+  const auto r = httpRequest(port, "POST", "/v1/messages",
+                             R"({"model":"chat","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Go on"}]})",
+                             {{"content-type", "application/json"}, {"x-api-key", kKeyA}}, std::chrono::seconds(20));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(r.complete);
+  // The engine writes far past max_tokens (100): the limit, not the engine, ends it.
+  const auto stop = r.body.rfind("event: message_stop");
+  ASSERT_NE(stop, std::string::npos) << r.body.substr(r.body.size() > 800 ? r.body.size() - 800 : 0);
+  EXPECT_NE(r.body.find("\"stop_reason\":\"max_tokens\""), std::string::npos);
+  EXPECT_NE(r.body.find("\"limit\":\"Tenant/team-a/tpm\""), std::string::npos);
+  EXPECT_NE(r.body.find("event: content_block_stop"), std::string::npos);
+  EXPECT_EQ(r.body.find("chat.completion.chunk"), std::string::npos) << "OpenAI chunks in an Anthropic stream";
+  EXPECT_EQ(r.body.find("\"stop_reason\":\"end_turn\""), std::string::npos) << "the engine's end reached the client";
 }
 
 TEST_F(RateLimitTest, OnExhaustedAllowLetsTheStreamEndAndCountsOvershoot) {
