@@ -6,7 +6,8 @@
 // exactly the configs registerRouterFilter() does (none: "{}" or empty) and
 // is terminal; no stream is ever created from it. authn and authz (named
 // by the demo's chain, which the xDS target loads) get non-terminal
-// stand-ins the same way: their settings are Policy resources. ratelimit's
+// stand-ins the same way: their settings are Policy resources (telemetry
+// takes none). ratelimit's
 // stand-in takes any config (its limits are Tenant, Route and Model fields,
 // which the compiler checks; its own settings are the filter's business).
 
@@ -33,7 +34,7 @@ inline void registerRouterStandIn() {
           }
           return std::make_shared<Factory>();
         });
-    for (const char* name : {"authn", "authz"})
+    for (const char* name : {"authn", "authz", "telemetry"})
       filter::FilterRegistry::instance().add(
           name, [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
             if (config_json != "{}" && !config_json.empty()) {
