@@ -646,11 +646,7 @@ class RateLimitFilter final : public filter::StreamFilter {
   }
 
   static config::Micros costOf(const config::ModelConfig& m, std::int64_t in, std::int64_t cached, std::int64_t out) {
-    cached = std::clamp<std::int64_t>(cached, 0, in);
-    const double c = (static_cast<double>(in - cached) * m.price_in_per_1k +
-                      static_cast<double>(cached) * m.price_cached_in_per_1k +
-                      static_cast<double>(out) * m.price_out_per_1k) / 1000.0;
-    return static_cast<config::Micros>(std::llround(c * 1e6));
+    return static_cast<config::Micros>(std::llround(m.cost(in, cached, out) * 1e6));
   }
   std::string budgetOwner() const {
     return budget_->per_api_key && identity_ ? identity_->principal : budget_->tenant;

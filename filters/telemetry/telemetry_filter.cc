@@ -10,6 +10,7 @@
 // that the config does not know is "other", so clients cannot grow the
 // series. It reads ctx.usage (the core extracts it, wantsUsage) and
 // changes nothing; it counts the requests that reached a model.
+#include <algorithm>
 #include <array>
 #include <unordered_map>
 
@@ -183,11 +184,7 @@ class TelemetryFilter final : public filter::StreamFilter {
     s.tokens_out.inc(static_cast<double>(out));
     s.tokens_cached.inc(static_cast<double>(u.cached_input));
     s.tokens_reasoning.inc(static_cast<double>(u.reasoning));
-    const auto& m = *ctx.target_model;
-    const std::int64_t cached = std::clamp<std::int64_t>(u.cached_input, 0, in);
-    s.cost.inc((static_cast<double>(in - cached) * m.price_in_per_1k +
-                static_cast<double>(cached) * m.price_cached_in_per_1k + static_cast<double>(out) * m.price_out_per_1k) /
-               1000.0);
+    s.cost.inc(ctx.target_model->cost(in, u.cached_input, out));
     if (ctx.stream && ctx.first_byte_at) {
       s.ttft.observe(seconds(*ctx.first_byte_at - ctx.start));
       if (out > 1) s.tpot.observe(seconds(now - *ctx.first_byte_at) / static_cast<double>(out - 1));

@@ -142,6 +142,14 @@ struct ModelConfig {
   double price_cached_in_per_1k = 0;
   std::vector<std::string> regions;
   UpstreamCredentialConfig upstream_credential;
+  // What `in` input tokens (`cached` of them served from the engine's
+  // prompt cache) and `out` output tokens cost, in the pricing's currency.
+  double cost(std::int64_t in, std::int64_t cached, std::int64_t out) const {
+    cached = cached < 0 ? 0 : (cached > in ? in : cached);
+    return (static_cast<double>(in - cached) * price_in_per_1k + static_cast<double>(cached) * price_cached_in_per_1k +
+            static_cast<double>(out) * price_out_per_1k) /
+           1000.0;
+  }
   bool hasCapability(std::string_view c) const {
     for (const auto& x : capabilities)
       if (x == c) return true;

@@ -2,9 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 
+#include "proxy/config/governance.h"
 #include "proxy/config/snapshot.h"
+#include "proxy/filter/identity.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/worker.h"
 
@@ -67,6 +71,28 @@ void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) {
   line += ",\"bytes_out\":" + std::to_string(ctx.response_body_bytes);
   line += ",\"duration_ms\":" + std::to_string(ms(now));
   line += ",\"first_byte_ms\":" + (ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : std::string("null"));
+  // Who called (authn) and what the model used (when a filter asked the
+  // core for usage: ratelimit, telemetry).
+  const auto* identity = ctx.state.get(filter::kIdentity);
+  line += ",\"tenant\":";
+  appendJsonString(line, identity && identity->tenant ? std::string_view(identity->tenant->name) : std::string_view());
+  line += ",\"principal\":";
+  appendJsonString(line, identity ? std::string_view(identity->principal) : std::string_view());
+  const auto& u = ctx.usage;
+  auto count = [](std::int64_t n) { return n >= 0 ? std::to_string(n) : std::string("null"); };
+  const std::int64_t out = u.reported() ? u.output : (u.streamed_output > 0 ? u.streamed_output : -1);
+  line += ",\"input_tokens\":" + count(u.input);
+  line += ",\"output_tokens\":" + count(out);
+  line += ",\"cached_tokens\":" + std::to_string(u.cached_input);
+  if (ctx.target_model != nullptr && (u.input >= 0 || out >= 0)) {
+    char cost[32];
+    std::snprintf(cost, sizeof cost, "%.6f",
+                  ctx.target_model->cost(std::max<std::int64_t>(0, u.input), u.cached_input, std::max<std::int64_t>(0, out)));
+    line += ",\"cost\":";
+    line += cost;
+  } else {
+    line += ",\"cost\":null";
+  }
   line += ",\"error\":";
   appendJsonString(line, ctx.error_reason);
   line += "}";

@@ -2,6 +2,7 @@
 // token, latency and cost metrics against what the mock model server
 // produced, streamed and not, scraped from the proxy's /metrics.
 
+#include <fstream>
 #include <sstream>
 
 #include "tests/integration/proxy_fixture.h"
@@ -26,6 +27,7 @@ class TelemetryTest : public ProxyTest {
     y << "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec:\n"
       << "  address: 127.0.0.1:0\n"
       << "  filters: [{name: authn}, {name: authz}, {name: telemetry}, {name: router}]\n"
+      << "  accessLog: {path: " << dir.path() << "/access.log}\n"
       << doc("Model", "chat",
              "{aliases: [chat-latest], endpoints: [{address: '" + engine.address() +
                  "'}], pricing: {inputPer1kTokens: 2.0, outputPer1kTokens: 10.0}}")
@@ -67,6 +69,24 @@ TEST_F(TelemetryTest, CountsTokensAndCostOfAnAnswer) {
   // 2.0 per 1k input, 10.0 per 1k output.
   EXPECT_NEAR(metric("infermesh_genai_cost_total", mesh), (prompt * 2.0 + 8 * 10.0) / 1000.0, 1e-9);
   EXPECT_EQ(metric("infermesh_genai_requests_in_flight", "model=\"chat\""), 0);
+}
+
+TEST_F(TelemetryTest, TheAccessLogCarriesTenantTokensAndCost) {
+  const auto r = send("/v1/chat/completions", chatBody("chat", false));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const long prompt = usageField(r.body, "prompt_tokens");
+  std::string line;
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(dir.path() + "/access.log");
+    return static_cast<bool>(std::getline(in, line));
+  }));
+  EXPECT_NE(line.find("\"tenant\":\"team-a\""), std::string::npos) << line;
+  EXPECT_NE(line.find("\"principal\":\"team-a/ci\""), std::string::npos) << line;
+  EXPECT_NE(line.find("\"input_tokens\":" + std::to_string(prompt) + ","), std::string::npos) << line;
+  EXPECT_NE(line.find("\"output_tokens\":8,"), std::string::npos) << line;
+  char cost[32];
+  std::snprintf(cost, sizeof cost, "\"cost\":%.6f", (prompt * 2.0 + 8 * 10.0) / 1000.0);
+  EXPECT_NE(line.find(cost), std::string::npos) << line;
 }
 
 TEST_F(TelemetryTest, StreamsGetTimeToFirstTokenAndPerOutputToken) {
