@@ -335,7 +335,7 @@ class RateLimitFilter final : public filter::StreamFilter {
     const Micros now = GcraBucket::now();
     Micros retry = 0;
     const Slot* refused = nullptr;
-    Lease* fetch = nullptr;
+    std::vector<Slot*> need_fetch;  // leases that ran out (global windows)
     for (auto& s : slots_) {
       const std::int64_t n = s.window->tokens ? tokens : 1;
       if (s.bucket != nullptr) {
@@ -348,41 +348,46 @@ class RateLimitFilter final : public filter::StreamFilter {
         retry = t.retry_after;
         break;
       }
-      switch (s.lease->take(n)) {
-        case Lease::Result::Granted: s.taken = n; continue;
-        case Lease::Result::NeedFetch: fetch = s.lease; break;
-        case Lease::Result::Dry: refused = &s; retry = std::max<Micros>(s.lease->retryAfter(), 1e6); break;
-        case Lease::Result::StoreDown:
-          if (s.limit->fail_open) {
-            s.unmetered = true;
-            stats(*s.limit).admitted_store_down.inc();
-            continue;
-          }
-          refused = &s;
-          break;
+      const auto r = s.lease->take(n);
+      if (r == Lease::Result::Granted) {
+        s.taken = n;
+        continue;
       }
+      if (r == Lease::Result::NeedFetch) {
+        need_fetch.push_back(&s);
+        continue;
+      }
+      if (r == Lease::Result::StoreDown && s.limit->fail_open) {
+        s.unmetered = true;
+        stats(*s.limit).admitted_store_down.inc();
+        continue;
+      }
+      refused = &s;
+      if (r == Lease::Result::Dry) retry = std::max<Micros>(s.lease->retryAfter(), 1e6);
       break;
     }
-    if (fetch != nullptr && !fetched_once_) {
-      // The lease ran out: wait for the next block (bounded by the store's
-      // command timeout), then decide again.
+    if (refused == nullptr && !need_fetch.empty()) {
       giveBackAll(now);
-      fetched_once_ = true;
       auto post = callbacks_ ? callbacks_->dispatcher() : nullptr;
-      if (post) {
-        fetch->whenFetched(tokens, [post, this, &ctx] {
-          post([this, &ctx] {
-            reserve(ctx);  // decides without waiting again: admitted, or a local reply
-            callbacks_->resume();
+      if (!fetched_once_ && post) {
+        // Leases ran out: wait for their next blocks (each bounded by the
+        // store's command timeout), then decide again, once.
+        fetched_once_ = true;
+        auto left = std::make_shared<std::atomic<std::size_t>>(need_fetch.size());
+        for (Slot* s : need_fetch)
+          s->lease->whenFetched(tokens, [left, post, this, &ctx] {
+            if (left->fetch_sub(1) != 1) return;
+            post([this, &ctx] {
+              reserve(ctx);  // decides without waiting again: admitted, or a local reply
+              callbacks_->resume();
+            });
           });
-        });
         return FilterStatus::Stop;
       }
-    }
-    if (fetch != nullptr && refused == nullptr) {
-      for (auto& s : slots_)
-        if (s.lease == fetch) refused = &s;
-      retry = std::max<Micros>(fetch->retryAfter(), 1e6);
+      if (!post)
+        for (Slot* s : need_fetch) s->lease->whenFetched(tokens, [] {});  // later requests find the blocks
+      refused = need_fetch.front();
+      retry = std::max<Micros>(refused->lease->retryAfter(), 1e6);
     }
     if (refused != nullptr) {
       giveBackAll(now);

@@ -510,6 +510,18 @@ TEST_F(FleetTest, RedisKilledAndRestartedMidRun) {
   }
 }
 
+TEST_F(FleetTest, TheFirstRequestWaitsForEveryLeaseItNeeds) {
+  // A request window and a token window, both global: the first request
+  // finds both leases empty and waits for both blocks, then is admitted.
+  RedisServer redis;
+  auto node = startNode(config("{redis: '127.0.0.1:" + std::to_string(redis.port()) + "'}",
+                               ", limits: [{name: both, tokensPerMinute: 100000, requestsPerMinute: 1000, scope: global}]"));
+  auto r = call(node->port, kKeyA, body("chat", false, 5));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["x-ratelimit-limit-requests"], "1000");
+  EXPECT_EQ(r.headers["x-ratelimit-limit-tokens"], "100000");
+}
+
 TEST_F(FleetTest, FailOpenAdmitsAndCounts) {
   RedisServer redis;
   auto node = startNode(fleetConfig(redis, "open"));
