@@ -24,18 +24,6 @@ std::string run(const std::string& cmd, int& status) {
   return out;
 }
 
-// Prometheus cannot report a kernel-picked port, so take a free one.
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 TEST_F(ProxyTest, PromtoolAcceptsTheMetrics) {
   startProxy(baseConfig());

@@ -59,6 +59,10 @@ CommandResult runCommand(const std::string& command);
 // "127.0.0.1:1234" -> 1234
 int portOf(const std::string& address);
 
+// A port on 127.0.0.1 that was free a moment ago, for servers that cannot
+// bind port 0 and report it (redis-server, Prometheus).
+int freePort();
+
 // A fresh directory under /tmp, removed by the destructor.
 class TempDir {
  public:

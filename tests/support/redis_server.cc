@@ -14,26 +14,6 @@
 namespace infermesh::testing {
 namespace {
 
-// A port nobody listens on right now: bind to 0, read it back, close.
-// Redis cannot bind port 0 itself; a lost race shows as a server that
-// exits at once, and the caller tries another port.
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind failed");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 class Connection {
  public:
   explicit Connection(int port) {
@@ -150,7 +130,7 @@ RedisServer::RedisServer(std::string password, bool persistent)
   if (path.empty()) throw std::runtime_error("redis-server not found (deploy/install-deps.sh)");
   binary_ = path;
   for (int attempt = 0; attempt < 10; ++attempt)
-    if (launch(freePort())) return;
+    if (launch(freePort())) return;  // a lost race: a server that exits at once
   throw std::runtime_error("redis-server did not start; see " + dir_.path() + "/redis.log");
 }
 
