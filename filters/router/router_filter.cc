@@ -532,8 +532,11 @@ class RouterFilter final : public filter::StreamFilter {
       }
     }
     auto& gate = worker.gate(model.stats_id);
-    if (const Outcome a = co_await admit(ctx, model, gate); a != Outcome::Admitted)
-      co_return a == Outcome::Failed ? decide(ctx, model, Failure::Overload, false) : a;
+    const auto queued_at = Clock::now();
+    const Outcome admitted = co_await admit(ctx, model, gate);
+    ctx.queue_time += Clock::now() - queued_at;
+    if (admitted != Outcome::Admitted)
+      co_return admitted == Outcome::Failed ? decide(ctx, model, Failure::Overload, false) : admitted;
     struct Slot {
       upstream::ModelGate& gate;
       ~Slot() { gate.release(); }
@@ -572,6 +575,7 @@ class RouterFilter final : public filter::StreamFilter {
         --load.retries;
       }
       if (o == Outcome::SwitchToHttp2) o = co_await exchangeH2(ctx, model, ep);
+      ctx.upstream_time += Clock::now() - attempt_start;
       if (balance) {
         --state.outstanding;
         // How long it held a batch slot: what load_aware's queue wait goes by.

@@ -14,6 +14,8 @@
 #include <array>
 #include <unordered_map>
 
+#include <simdjson.h>
+
 #include "proxy/config/snapshot.h"
 #include "proxy/filter/filter.h"
 #include "proxy/filter/identity.h"
@@ -33,6 +35,9 @@ const std::vector<double> kTtftBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 
 const std::vector<double> kTpotBuckets = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
 const std::vector<double> kDurationBuckets = {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64,
                                               1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92};
+// The proxy's own time per request: tens of microseconds to a few ms.
+const std::vector<double> kOverheadBuckets = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                              0.001,   0.0025,   0.005,   0.01,   0.025,   0.1};
 
 enum Operation : std::uint8_t { kChat, kTextCompletion, kEmbeddings, kOther, kOperations };
 constexpr std::array<const char*, kOperations> kOperationNames = {"chat", "text_completion", "embeddings", "other"};
@@ -48,7 +53,7 @@ Operation operationOf(std::string_view path) {
 // The series of one (operation, requested model, served model, tenant,
 // route): declared the first time a worker meets the combination.
 struct Series {
-  stats::HistogramMetric input_tokens, output_tokens, ttft, tpot, duration;
+  stats::HistogramMetric input_tokens, output_tokens, ttft, tpot, duration, queue;
   stats::CounterMetric tokens_in, tokens_out, tokens_cached, tokens_reasoning, cost, requests;
 };
 
@@ -136,6 +141,9 @@ const Series& series(const StreamContext& ctx, Operation op, std::uint32_t reque
                   "Time per output token after the first, of a stream", kTpotBuckets, genai),
       m.histogram("gen_ai_server_request_duration_seconds", "Time from the request to the end of the answer",
                   kDurationBuckets, genai),
+      m.histogram("infermesh_genai_queue_seconds",
+                  "Time a request waited for an admission slot of the model (circuit breakers)", kTtftBuckets,
+                  {{"model", served.name}}),
       m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "input"})),
       m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "output"})),
       m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "cached_input"})),
@@ -147,8 +155,15 @@ const Series& series(const StreamContext& ctx, Operation op, std::uint32_t reque
 
 double seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// The settings: `role` names this proxy's hop (sidecar, node...) on the
+// overhead histogram.
+struct Config {
+  stats::HistogramMetric overhead;
+};
+
 class TelemetryFilter final : public filter::StreamFilter {
  public:
+  explicit TelemetryFilter(const Config& c) : config_(c) {}
   bool wantsUsage() const override { return true; }
 
   FilterStatus onRequestHeaders(StreamContext& ctx, bool end_stream) override {
@@ -175,6 +190,10 @@ class TelemetryFilter final : public filter::StreamFilter {
     s.requests.inc();
     const auto now = std::chrono::steady_clock::now();
     s.duration.observe(seconds(now - ctx.start));
+    s.queue.observe(seconds(ctx.queue_time));
+    // What this hop added: the whole exchange but the model's part and the
+    // wait for its admission.
+    config_.overhead.observe(std::max(0.0, seconds(now - ctx.start - ctx.upstream_time - ctx.queue_time)));
     const auto& u = ctx.usage;
     const std::int64_t in = std::max<std::int64_t>(0, u.input);
     const std::int64_t out = std::max<std::int64_t>(0, u.outputSoFar());
@@ -204,21 +223,46 @@ class TelemetryFilter final : public filter::StreamFilter {
     gauges_->tokens.add(static_cast<double>(tokens_in_flight_));
   }
 
+  const Config& config_;
   const ModelGauges* gauges_ = nullptr;
   std::int64_t tokens_in_flight_ = 0;
 };
 
 class Factory final : public filter::FilterFactory {
  public:
-  std::unique_ptr<filter::StreamFilter> create() const override { return std::make_unique<TelemetryFilter>(); }
+  explicit Factory(Config c) : config_(c) {}
+  std::unique_ptr<filter::StreamFilter> create() const override { return std::make_unique<TelemetryFilter>(config_); }
+
+ private:
+  Config config_;
 };
 
 std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::string& error) {
-  if (!json.empty() && json != "{}") {
-    error = "telemetry takes no settings";
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  simdjson::dom::object obj;
+  if (json.empty()) json = "{}";
+  if (parser.parse(json.data(), json.size()).get(doc) || doc.get_object().get(obj)) {
+    error = "telemetry config must be a mapping";
     return nullptr;
   }
-  return std::make_shared<Factory>();
+  std::string role = "proxy";
+  for (auto f : obj) {
+    std::string_view v;
+    if (f.key != "role") {
+      error = "telemetry: unknown setting \"" + std::string(f.key) + "\" (role)";
+      return nullptr;
+    }
+    if (f.value.get_string().get(v) || v.empty() || v.size() > 64) {
+      error = "telemetry: role must be a short name (sidecar, node...)";
+      return nullptr;
+    }
+    role = std::string(v);
+  }
+  return std::make_shared<Factory>(Config{stats::FilterMetrics::instance().histogram(
+      "infermesh_proxy_overhead_seconds",
+      "Time a request spent in this proxy, not waiting on a model server or its admission slot", kOverheadBuckets,
+      {{"role", role}})});
 }
 
 const filter::Registration kRegistered{"telemetry", &build};

@@ -228,6 +228,11 @@ struct StreamContext {
   std::string upstream_address;
   std::string_view upstream_region;  // of the endpoint that served (config-owned)
   int upstream_attempts = 0;
+  // Time the router spent in exchanges with model servers (every attempt,
+  // retries and fallbacks included) and waiting for a model's admission
+  // slot (circuit breakers): what the proxy's own overhead excludes.
+  std::chrono::steady_clock::duration upstream_time{};
+  std::chrono::steady_clock::duration queue_time{};
   const RequestPolicy* request_policy = nullptr;  // set by authz; null: no restriction
 
   // Response side, for log hooks.

@@ -6,10 +6,10 @@
 // exactly the configs registerRouterFilter() does (none: "{}" or empty) and
 // is terminal; no stream is ever created from it. authn and authz (named
 // by the demo's chain, which the xDS target loads) get non-terminal
-// stand-ins the same way: their settings are Policy resources (telemetry
-// takes none). ratelimit's
-// stand-in takes any config (its limits are Tenant, Route and Model fields,
-// which the compiler checks; its own settings are the filter's business).
+// stand-ins the same way: their settings are Policy resources. ratelimit
+// and telemetry get stand-ins that take any config (limits are Tenant,
+// Route and Model fields, which the compiler checks; the filters' own
+// settings are theirs to check).
 
 #include <memory>
 
@@ -34,7 +34,7 @@ inline void registerRouterStandIn() {
           }
           return std::make_shared<Factory>();
         });
-    for (const char* name : {"authn", "authz", "telemetry"})
+    for (const char* name : {"authn", "authz"})
       filter::FilterRegistry::instance().add(
           name, [](std::string_view config_json, std::string& error) -> std::shared_ptr<const filter::FilterFactory> {
             if (config_json != "{}" && !config_json.empty()) {
@@ -43,10 +43,11 @@ inline void registerRouterStandIn() {
             }
             return std::make_shared<PassFactory>();
           });
-    filter::FilterRegistry::instance().add(
-        "ratelimit", [](std::string_view, std::string&) -> std::shared_ptr<const filter::FilterFactory> {
-          return std::make_shared<PassFactory>();
-        });
+    for (const char* name : {"ratelimit", "telemetry"})
+      filter::FilterRegistry::instance().add(
+          name, [](std::string_view, std::string&) -> std::shared_ptr<const filter::FilterFactory> {
+            return std::make_shared<PassFactory>();
+          });
     return true;
   }();
   (void)done;

@@ -26,7 +26,7 @@ class TelemetryTest : public ProxyTest {
     std::ostringstream y;
     y << "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec:\n"
       << "  address: 127.0.0.1:0\n"
-      << "  filters: [{name: authn}, {name: authz}, {name: telemetry}, {name: router}]\n"
+      << "  filters: [{name: authn}, {name: authz}, {name: telemetry, config: {role: sidecar}}, {name: router}]\n"
       << "  accessLog: {path: " << dir.path() << "/access.log}\n"
       << doc("Model", "chat",
              "{aliases: [chat-latest], endpoints: [{address: '" + engine.address() +
@@ -69,6 +69,13 @@ TEST_F(TelemetryTest, CountsTokensAndCostOfAnAnswer) {
   // 2.0 per 1k input, 10.0 per 1k output.
   EXPECT_NEAR(metric("infermesh_genai_cost_total", mesh), (prompt * 2.0 + 8 * 10.0) / 1000.0, 1e-9);
   EXPECT_EQ(metric("infermesh_genai_requests_in_flight", "model=\"chat\""), 0);
+  // This hop's own time: counted once, and a small part of the whole.
+  EXPECT_EQ(metric("infermesh_proxy_overhead_seconds_count", "role=\"sidecar\""), 1);
+  const double overhead = metric("infermesh_proxy_overhead_seconds_sum", "role=\"sidecar\"");
+  EXPECT_GT(overhead, 0);
+  EXPECT_LT(overhead, metric("gen_ai_server_request_duration_seconds_sum", genai));
+  EXPECT_EQ(metric("infermesh_genai_queue_seconds_count", "model=\"chat\""), 1);  // no circuit breaker: no wait
+  EXPECT_LT(metric("infermesh_genai_queue_seconds_sum", "model=\"chat\""), 0.01);
 }
 
 TEST_F(TelemetryTest, TheAccessLogCarriesTenantTokensAndCost) {
