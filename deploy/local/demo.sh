@@ -110,7 +110,7 @@ for i in 1 2; do
 done
 echo
 echo "== request, token and cost metrics (full set: curl http://127.0.0.1:19901/metrics)"
-curl -sS http://127.0.0.1:19901/metrics | grep -E '^infermesh_(http_requests_total|authn_denied_total\{reason="missing|authz_denied_total|ratelimit_(refused|settled_tokens)_total|budget_(spent_total|remaining)|genai_(tokens|cost)_total)' | sed 's/^/   /'
+curl -sS http://127.0.0.1:19901/metrics | grep -E '^infermesh_(http_requests_total|authn_denied_total\{reason="missing|authz_denied_total|ratelimit_(refused|settled_tokens)_total|budget_(spent_total|remaining)|genai_tokens_total.*type="(input|output)"|genai_cost_total|proxy_overhead_seconds_(sum|count))' | sed 's/^/   /'
 echo "   time to first token, per served model (gen_ai_server_time_to_first_token_seconds):"
 curl -sS http://127.0.0.1:19901/metrics | grep -E '^gen_ai_server_time_to_first_token_seconds_(sum|count)' | sed 's/^/     /'
 echo
