@@ -744,8 +744,9 @@ bool RateLimitFilter::checkBudget(StreamContext& ctx) {
   r.code = "budget_exceeded";
   std::int64_t secs = 0;
   const auto now = std::chrono::system_clock::now();
-  for (int w = 0; w < 3; ++w)
-    if (limits[w] > 0 && spent[w] >= limits[w])
+  const config::Micros cost = costOf(*model_, input_, 0, expected_output_);
+  for (int w = 0; w < 3; ++w)  // until every window this request does not fit has ended
+    if (limits[w] > 0 && spent[w] + cost > limits[w])
       secs = std::max<std::int64_t>(secs, std::chrono::duration_cast<std::chrono::seconds>(
                                               BudgetLedger::windowEnd(static_cast<BudgetLedger::Window>(w), now) - now)
                                               .count());

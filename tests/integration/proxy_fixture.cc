@@ -1,5 +1,6 @@
 #include "tests/integration/proxy_fixture.h"
 
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -141,6 +142,25 @@ int ProxyTest::mockStat(const Mock& m, const std::string& key) {
   const std::string label = "\"" + key + "\":";
   const auto at = body.find(label);
   return at == std::string::npos ? -1 : std::atoi(body.c_str() + at + label.size());
+}
+
+std::string ProxyTest::prometheusQuery(const std::string& query) {
+  const int prom_port = freePort();
+  std::ofstream(dir.path() + "/prometheus.yml")
+      << "global: {scrape_interval: 1s}\n"
+      << "scrape_configs:\n  - job_name: infermesh\n    static_configs: [{targets: ['127.0.0.1:" << admin << "']}]\n";
+  auto prom = Process::start({"/usr/bin/prometheus", "--config.file=" + dir.path() + "/prometheus.yml",
+                              "--storage.tsdb.path=" + dir.path() + "/tsdb",
+                              "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                             dir.path() + "/prometheus.log");
+  std::string body;
+  eventually(  // start-up plus a few scrapes
+      [&] {
+        body = httpGetBody(prom_port, "/api/v1/query?query=" + query);
+        return body.find("\"value\":[") != std::string::npos;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(200));
+  return body;
 }
 
 }  // namespace infermesh::testing

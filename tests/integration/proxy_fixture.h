@@ -50,6 +50,10 @@ class ProxyTest : public ::testing::Test {
   int mockConnections(const Mock& m);
   // A number from the mock's /mock/stats ("requests", "activations" ...).
   static int mockStat(const Mock& m, const std::string& key);
+  // Starts a real Prometheus scraping this test's proxy every second and
+  // returns the answer of `/api/v1/query?query=<query>` (URL-encoded) once
+  // it holds a value, or the last answer after 30 s.
+  std::string prometheusQuery(const std::string& query);
 
   // One YAML document of `kind`, for building configs in tests.
   static std::string doc(const std::string& kind, const std::string& name, const std::string& spec) {

@@ -142,25 +142,10 @@ TEST_F(TelemetryTest, PrometheusAnswersTokensByTenant) {
   std::ofstream(dir.path() + "/metrics.txt") << httpGetBody(admin, "/metrics");
   const auto lint = runCommand("promtool check metrics < " + dir.path() + "/metrics.txt 2>&1");
   EXPECT_EQ(lint.status, 0) << lint.out;
-  // A real Prometheus scrapes the proxy; PromQL sums tokens by tenant.
-  const int prom_port = freePort();
-  std::ofstream(dir.path() + "/prometheus.yml")
-      << "global: {scrape_interval: 1s}\n"
-      << "scrape_configs:\n  - job_name: infermesh\n    static_configs: [{targets: ['127.0.0.1:" << admin << "']}]\n";
-  auto prom = Process::start({"/usr/bin/prometheus", "--config.file=" + dir.path() + "/prometheus.yml",
-                              "--storage.tsdb.path=" + dir.path() + "/tsdb",
-                              "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
-                             dir.path() + "/prometheus.log");
+  // A real Prometheus scrapes the proxy; PromQL sums tokens by tenant:
   // sum by (tenant) (infermesh_genai_tokens_total{type="output"})
-  const std::string query =
-      "/api/v1/query?query=sum%20by%20(tenant)%20(infermesh_genai_tokens_total%7Btype%3D%22output%22%7D)";
-  std::string body;
-  eventually(
-      [&] {
-        body = httpGetBody(prom_port, query);
-        return body.find("\"value\":[") != std::string::npos;
-      },
-      std::chrono::seconds(30), std::chrono::milliseconds(200));
+  const std::string body =
+      prometheusQuery("sum%20by%20(tenant)%20(infermesh_genai_tokens_total%7Btype%3D%22output%22%7D)");
   EXPECT_NE(body.find("\"tenant\":\"team-a\""), std::string::npos) << body;
   EXPECT_NE(body.find("\"16\"]"), std::string::npos) << body;  // 8 + 8 output tokens
 }
