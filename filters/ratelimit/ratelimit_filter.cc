@@ -279,7 +279,7 @@ class RateLimitFilter final : public filter::StreamFilter {
 
   void collectSlots(const StreamContext& ctx) {
     const auto& rl = *ctx.snapshot->rate_limits;
-    std::string values;
+    thread_local std::string values;  // reused: no allocation per request
     auto add = [&](std::uint32_t li) {
       const auto& limit = rl.limits[li];
       keyValues(limit, ctx, values);
@@ -419,10 +419,7 @@ class RateLimitFilter final : public filter::StreamFilter {
     filter::LocalReply r;
     if (store_down) {
       stats(*s.limit).refused_store_down.inc();
-      r.status = 503;
-      r.message = "The rate limit store is unavailable (" + s.limit->name + " fails closed)";
-      r.type = "service_unavailable";
-      r.code = "rate_limit_store_unavailable";
+      r = storeUnavailable(s.limit->name);
     } else {
       stats(*s.limit).refused.inc();
       r.status = 429;
@@ -438,6 +435,16 @@ class RateLimitFilter final : public filter::StreamFilter {
     addHeaders(h);
     for (const auto& [n, v] : h.fields()) r.extra_headers.emplace_back(n, v);
     ctx.sendLocalReply(std::move(r));
+  }
+
+  // 503 for a global limit or budget that fails closed while Redis is down.
+  static filter::LocalReply storeUnavailable(const std::string& what) {
+    filter::LocalReply r;
+    r.status = 503;
+    r.message = "The rate limit store is unavailable (" + what + " fails closed)";
+    r.type = "service_unavailable";
+    r.code = "rate_limit_store_unavailable";
+    return r;
   }
 
   // The tightest requests and tokens counters, in OpenAI's header names.
@@ -465,10 +472,12 @@ class RateLimitFilter final : public filter::StreamFilter {
         }
       }
       if (tight == nullptr) continue;
-      const char* unit = tokens ? "tokens" : "requests";
-      headers.set(std::string("x-ratelimit-limit-") + unit, std::to_string(tight->window->capacity));
-      headers.set(std::string("x-ratelimit-remaining-") + unit, std::to_string(std::max<std::int64_t>(0, left)));
-      headers.set(std::string("x-ratelimit-reset-") + unit, resetText(reset));
+      static constexpr const char* kLimit[2] = {"x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"};
+      static constexpr const char* kRemaining[2] = {"x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"};
+      static constexpr const char* kReset[2] = {"x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"};
+      headers.set(kLimit[tokens], std::to_string(tight->window->capacity));
+      headers.set(kRemaining[tokens], std::to_string(std::max<std::int64_t>(0, left)));
+      headers.set(kReset[tokens], resetText(reset));
     }
   }
 
@@ -695,12 +704,7 @@ bool RateLimitFilter::checkBudget(StreamContext& ctx) {
   const auto& stats = rt_->tenants[budgetIndex(ctx)];
   if (budget_->global && !budget_->fail_open && config_->store() && !config_->store()->connected()) {
     stats.refused.inc();
-    filter::LocalReply r;
-    r.status = 503;
-    r.message = "The budget store is unavailable (the budget of tenant " + budget_->tenant + " fails closed)";
-    r.type = "service_unavailable";
-    r.code = "rate_limit_store_unavailable";
-    ctx.sendLocalReply(std::move(r));
+    ctx.sendLocalReply(storeUnavailable("the budget of tenant " + budget_->tenant));
     active_ = false;
     return false;
   }

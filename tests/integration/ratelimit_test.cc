@@ -132,6 +132,9 @@ class AnthropicStreamUpstream {
       for (int i = 0; ok && i < deltas_; ++i) {
         ok = chunk("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
                    "\"delta\":{\"type\":\"text_delta\",\"text\":\"word \"}}\n\n");
+        // An engine's pace, not a wait: events arrive over many reads, as
+        // generated tokens do, so the end of the message is never in the
+        // read that crosses the limit.
         std::this_thread::sleep_for(std::chrono::microseconds(500));
       }
       if (ok)
@@ -428,11 +431,10 @@ class FleetTest : public RateLimitTest {
             ++t.ok;
             if (s.prompt_tokens >= 0 && s.completion_tokens >= 0) t.tokens += s.prompt_tokens + s.completion_tokens;
             else ++t.other;  // every admitted stream reports its usage
-          } else if (r.status == 429) {
-            ++t.refused;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-          } else if (r.status == 503) {
-            ++t.unavailable;
+          } else if (r.status == 429 || r.status == 503) {
+            ++(r.status == 429 ? t.refused : t.unavailable);
+            // A refused client backs off before it asks again, as SDKs do
+            // (client behaviour, not a wait for a condition).
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
           } else {
             ++t.other;
@@ -487,9 +489,10 @@ TEST_F(FleetTest, RedisKilledAndRestartedMidRun) {
   Totals t;
   const auto start = std::chrono::steady_clock::now();
   drive(nodes, t, std::chrono::seconds(5), [&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Killed once the fleet is serving, restarted once proxies noticed.
+    EXPECT_TRUE(eventually([&] { return t.ok.load() >= 20; }, std::chrono::seconds(3)));
     redis.stop();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    EXPECT_TRUE(eventually([&] { return t.unavailable.load() >= 10; }, std::chrono::seconds(3)));
     redis.restart();
   });
   const auto elapsed = std::chrono::steady_clock::now() - start;
