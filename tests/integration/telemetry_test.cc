@@ -124,6 +124,9 @@ TEST_F(TelemetryTest, ModelNamesComeFromTheConfigOnly) {
   EXPECT_EQ(httpGetBody(admin, "/metrics").find("made-up-model-1234"), std::string::npos);
   // Unknown to the config and not pinned: a 404 no model served, not counted.
   EXPECT_EQ(send("/v1/chat/completions", chatBody("made-up-model-1234", false)).status, 404);
+  // Once the 404's stream has completed (the HTTP metrics count it), the
+  // GenAI count is still two.
+  EXPECT_EQ(metricReaching("infermesh_http_requests_total", "status_class=\"4xx\"", 1), 1);
   EXPECT_EQ(metric("infermesh_genai_requests_total"), 2);
 }
 
