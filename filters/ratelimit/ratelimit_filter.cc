@@ -631,8 +631,10 @@ class RateLimitFilter final : public filter::StreamFilter {
     const bool served = ctx.response_status >= 200 && ctx.response_status < 300;
     std::int64_t in = u.input >= 0 ? u.input : input_;
     std::int64_t out = u.outputSoFar();
-    if (!served && !u.reported() && u.streamed_output == 0) in = out = 0;  // the model served nothing
-    if (u.input < 0 && !served && u.streamed_output == 0) in = 0;
+    if (!served && u.streamed_output == 0) {  // the model served nothing, or only says what it read
+      if (!u.reported()) in = out = 0;
+      else if (u.input < 0) in = 0;
+    }
     const std::int64_t actual = in + out;
     const Micros now = GcraBucket::now();
     for (auto& s : slots_) {
