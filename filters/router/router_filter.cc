@@ -28,6 +28,7 @@
 #include "proxy/server/http_util.h"
 #include "proxy/server/upstream_h2.h"
 #include "proxy/server/worker.h"
+#include "proxy/tracing/stream_trace.h"
 #include "proxy/upstream/health_checker.h"
 #include "proxy/upstream/credential_file.h"
 #include "proxy/upstream/load_balancer.h"
@@ -98,6 +99,11 @@ bool namedInConnection(std::string_view connection, std::string_view name) {
     v.remove_prefix(comma + 1);
   }
   return false;
+}
+
+// Trace context the router writes itself, per attempt, when it traces.
+bool isTraceHeader(std::string_view name) {
+  return filter::equalsIgnoreCase(name, "traceparent") || filter::equalsIgnoreCase(name, "tracestate");
 }
 
 bool idempotent(std::string_view method) {
@@ -233,6 +239,7 @@ class RouterFilter final : public filter::StreamFilter {
     const auto secret = credentialFor(ctx, *ctx.target_model);
     for (const auto& [name, value] : ctx.request.headers.fields()) {
       if (secret && filter::equalsIgnoreCase(name, cred.header)) continue;  // the model's own replaces it
+      if (trace_ && isTraceHeader(name)) continue;  // written per attempt
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "host") ||
           filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
           filter::equalsIgnoreCase(name, "x-request-id") || filter::equalsIgnoreCase(name, "x-forwarded-client-cert") ||
@@ -261,6 +268,11 @@ class RouterFilter final : public filter::StreamFilter {
     if (!ctx.peer_identity.empty()) {
       h += "x-forwarded-client-cert: URI=";
       h += common::xfccValue(ctx.peer_identity);
+      h += "\r\n";
+    }
+    if (trace_ && !trace_->tracestate.empty()) {
+      h += "tracestate: ";
+      h += trace_->tracestate;
       h += "\r\n";
     }
     // After length_at_: a mirror copies the head up to there and must not
@@ -294,6 +306,8 @@ class RouterFilter final : public filter::StreamFilter {
       std::string head = head_.substr(0, length_at_);
       if (auto secret = credentialFor(ctx, *m.model))
         head += m.model->upstream_credential.header + ": " + m.model->upstream_credential.prefix + *secret + "\r\n";
+      // A shadow copy is a child of the request's span, not of an attempt.
+      if (trace_) head += "traceparent: " + tracing::formatTraceparent(trace_->trace_id, trace_->span_id, trace_->flags) + "\r\n";
       head += "content-length: " + std::to_string(body.size()) + "\r\nx-infermesh-shadow: 1\r\nhost: ";
       spawnMirror(worker, ctx.snapshot, *m.model, std::move(head), std::move(body),
                   std::chrono::duration_cast<std::chrono::milliseconds>(ctx.route->idle_timeout));
@@ -317,6 +331,7 @@ class RouterFilter final : public filter::StreamFilter {
     if (grpc_)
       if (auto t = ctx.request.headers.get("grpc-timeout"))
         if (auto d = parseGrpcTimeout(*t)) deadline_ = std::min(deadline_, ctx.start + *d);
+    trace_ = ctx.state.get(tracing::kStreamTrace);
     buildRequest(ctx);
     if (!route.mirrors.empty()) sendMirrors(ctx);
     // The route's model, then its fallbacks in order: a failure that the
@@ -344,6 +359,7 @@ class RouterFilter final : public filter::StreamFilter {
       ++ctx.worker->stats().upstream_fallbacks;
       spdlog::debug("fallback from model {} to {}", model.name, next_fallback_->model->name);
       ctx.target_model = next_fallback_->model;
+      on_fallback_ = true;
       ctx.error_source = filter::ErrorSource::None;
       ctx.local_reply.reset();
       if (!ctx.model.empty()) rewriteBodyModel(body_, *ctx.target_model);
@@ -561,6 +577,7 @@ class RouterFilter final : public filter::StreamFilter {
       const auto attempt_start = Clock::now();
       upstream_status_ = 0;
       const bool h2 = model.upstream_h2 || (model.upstream_auto && state.alpn_h2);
+      if (trace_) traceparent_ = trace_->beginAttempt(model.name, ep.address, ep.region, on_fallback_);
       Outcome o = h2 ? co_await exchangeH2(ctx, model, ep) : co_await exchange(ctx, model, ep, true);
       // A kept-alive connection the backend closed meanwhile is not a
       // failure of the endpoint: a fresh connection to it carries the
@@ -576,6 +593,7 @@ class RouterFilter final : public filter::StreamFilter {
       }
       if (o == Outcome::SwitchToHttp2) o = co_await exchangeH2(ctx, model, ep);
       ctx.upstream_time += Clock::now() - attempt_start;
+      if (trace_) trace_->endAttempt(upstream_status_, o == Outcome::Done ? std::string_view() : failure_.code);
       if (balance) {
         --state.outstanding;
         // How long it held a batch slot: what load_aware's queue wait goes by.
@@ -715,7 +733,13 @@ class RouterFilter final : public filter::StreamFilter {
 
     head_.resize(host_at_);
     head_ += ep.address;
-    head_ += "\r\n\r\n";
+    head_ += "\r\n";
+    if (!traceparent_.empty()) {
+      head_ += "traceparent: ";
+      head_ += traceparent_;
+      head_ += "\r\n";
+    }
+    head_ += "\r\n";
     const auto idle = std::chrono::duration_cast<Clock::duration>(ctx.route->idle_timeout);
     conn->stream.lower().expires_after(budget(idle));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head_), asio::buffer(body_)};
@@ -855,6 +879,7 @@ class RouterFilter final : public filter::StreamFilter {
     if (secret) h.emplace_back(cred.header, cred.prefix + *secret);
     for (const auto& [name, value] : ctx.request.headers.fields()) {
       if (secret && filter::equalsIgnoreCase(name, cred.header)) continue;
+      if (trace_ && isTraceHeader(name)) continue;
       // `te: trailers` is the one hop-by-hop field HTTP/2 keeps (gRPC needs it).
       const bool te_trailers = filter::equalsIgnoreCase(name, "te") && filter::equalsIgnoreCase(value, "trailers");
       if ((!te_trailers && proxy::isHopByHop(name)) || filter::equalsIgnoreCase(name, "host") ||
@@ -874,6 +899,8 @@ class RouterFilter final : public filter::StreamFilter {
                    forwarded_for.empty() ? ctx.client_address : std::string(forwarded_for) + ", " + ctx.client_address);
     h.emplace_back("x-request-id", ctx.request_id);
     if (!ctx.peer_identity.empty()) h.emplace_back("x-forwarded-client-cert", "URI=" + common::xfccValue(ctx.peer_identity));
+    if (!traceparent_.empty()) h.emplace_back("traceparent", traceparent_);
+    if (trace_ && !trace_->tracestate.empty()) h.emplace_back("tracestate", trace_->tracestate);
     if (!body_.empty()) h.emplace_back("content-length", std::to_string(body_.size()));
     return h;
   }
@@ -1170,6 +1197,11 @@ class RouterFilter final : public filter::StreamFilter {
   unsigned retries_left_ = 0;
   Failure failed_with_ = Failure::None;
   LocalFailure failure_;
+  // The request's trace when the telemetry filter traces it: each attempt
+  // gets its own span and `traceparent` (proxy/tracing/stream_trace.h).
+  tracing::StreamTrace* trace_ = nullptr;
+  std::string traceparent_;  // the current attempt's
+  bool on_fallback_ = false;
   std::vector<std::string_view> request_regions_;
 };
 

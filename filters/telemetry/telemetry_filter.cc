@@ -10,16 +10,23 @@
 // that the config does not know is "other", so clients cannot grow the
 // series. It reads ctx.usage (the core extracts it, wantsUsage) and
 // changes nothing; it counts the requests that reached a model.
+//
+// With `tracing`, it continues or starts the request's W3C trace, which
+// the router propagates per attempt (proxy/tracing/stream_trace.h), and
+// hands the request's span and its attempts' to the OTLP exporter.
 #include <algorithm>
 #include <array>
 #include <unordered_map>
 
 #include <simdjson.h>
 
+#include "proxy/common/json_string.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/filter/filter.h"
 #include "proxy/filter/identity.h"
 #include "proxy/stats/filter_metrics.h"
+#include "proxy/tracing/otlp_exporter.h"
+#include "proxy/tracing/stream_trace.h"
 
 namespace infermesh::telemetry {
 namespace {
@@ -155,23 +162,116 @@ const Series& series(const StreamContext& ctx, Operation op, std::uint32_t reque
 
 double seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+std::uint64_t unixNanos(std::chrono::system_clock::time_point t) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+// Tracing settings (docs/observability.md#traces).
+struct Tracing {
+  std::shared_ptr<tracing::OtlpExporter> exporter;
+  double sample_ratio = 1.0;     // of traces this proxy starts; a caller's sampled flag decides the rest
+  bool capture_content = false;  // prompts and completions as span attributes (a route opts in)
+};
+
 // The settings: `role` names this proxy's hop (sidecar, node...) on the
 // overhead histogram.
 struct Config {
   stats::HistogramMetric overhead;
+  Tracing tracing;
 };
+
+// Head sampling by ratio on the trace id's low 8 bytes, as OpenTelemetry's
+// TraceIdRatioBased sampler does, so every hop that samples by the same
+// ratio keeps the same traces.
+bool sampledByRatio(const tracing::TraceId& id, double ratio) {
+  if (ratio >= 1) return true;
+  if (ratio <= 0) return false;
+  std::uint64_t low = 0;
+  for (std::size_t i = 8; i < 16; ++i) low = low << 8 | id[i];
+  return static_cast<double>(low) < ratio * 18446744073709551616.0;
+}
+
+// What a request asked and what the model answered, for a route that opted
+// in to content on spans: the request's messages (prompt, input), and the
+// answer's messages, or for a stream the text of its deltas. Bounded.
+constexpr std::size_t kContentLimit = 16 * 1024;
+
+std::string requestContent(std::string_view body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (parser.parse(body.data(), body.size()).get_object().get(obj)) return {};
+  for (const char* key : {"messages", "prompt", "input"}) {
+    simdjson::dom::element v;
+    if (!obj[key].get(v)) return simdjson::minify(v).substr(0, kContentLimit);
+  }
+  return {};
+}
+
+std::string responseContent(std::string_view body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (parser.parse(body.data(), body.size()).get_object().get(obj)) return {};
+  simdjson::dom::array choices;
+  if (!obj["choices"].get_array().get(choices)) {
+    std::string out = "[";
+    for (auto c : choices) {
+      simdjson::dom::element m;
+      if (c["message"].get(m)) continue;
+      if (out.size() > 1) out += ',';
+      out += simdjson::minify(m);
+    }
+    return (out + "]").substr(0, kContentLimit);
+  }
+  simdjson::dom::element content;  // Anthropic Messages
+  if (!obj["content"].get(content)) return simdjson::minify(content).substr(0, kContentLimit);
+  return {};
+}
+
+// Appends the text of one SSE event's delta (OpenAI chunks, Anthropic
+// content_block_delta) to `text`.
+void appendDeltaText(std::string_view event, std::string& text) {
+  for (std::size_t at = 0; at < event.size();) {
+    std::size_t eol = event.find('\n', at);
+    if (eol == std::string_view::npos) eol = event.size();
+    std::string_view line = event.substr(at, eol - at);
+    at = eol + 1;
+    if (!line.starts_with("data:")) continue;
+    line.remove_prefix(5);
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (parser.parse(line.data(), line.size()).get(doc)) continue;
+    std::string_view piece;
+    if (!doc.at_pointer("/choices/0/delta/content").get_string().get(piece) ||
+        !doc.at_pointer("/delta/text").get_string().get(piece))
+      text.append(piece.substr(0, kContentLimit - std::min(kContentLimit, text.size())));
+  }
+}
 
 class TelemetryFilter final : public filter::StreamFilter {
  public:
   explicit TelemetryFilter(const Config& c) : config_(c) {}
   bool wantsUsage() const override { return true; }
 
+  bool wantsResponseEvents() const override { return config_.tracing.capture_content; }
+
   FilterStatus onRequestHeaders(StreamContext& ctx, bool end_stream) override {
+    if (config_.tracing.exporter) startTrace(ctx);
     if (end_stream) begin(ctx);
     return FilterStatus::Continue;
   }
   FilterStatus onRequestBody(StreamContext& ctx, filter::BodyChunk& chunk, bool end_stream) override {
     if (end_stream) begin(ctx, chunk.size());
+    if (trace_ && trace_->sampled() && trace_->capture_content && input_.size() < kContentLimit)
+      input_.append(chunk.view().substr(0, kContentLimit - input_.size()));
+    return FilterStatus::Continue;
+  }
+  FilterStatus onResponseBody(StreamContext& ctx, filter::BodyChunk& chunk, bool) override {
+    if (!trace_ || !trace_->sampled() || !trace_->capture_content) return FilterStatus::Continue;
+    if (ctx.stream) {
+      filter::forEachEvent(chunk.view(), false, [&](std::string_view e) { appendDeltaText(e, output_); });
+    } else if (output_.size() < 4 * kContentLimit) {
+      output_.append(chunk.view().substr(0, 4 * kContentLimit - output_.size()));
+    }
     return FilterStatus::Continue;
   }
 
@@ -180,6 +280,7 @@ class TelemetryFilter final : public filter::StreamFilter {
       gauges_->requests.add(-1);
       gauges_->tokens.add(-static_cast<double>(tokens_in_flight_));
     }
+    if (trace_ && trace_->sampled()) exportSpans(ctx);
     // Counted once a model was asked (a local answer before that is no
     // model's work; the HTTP metrics count it).
     if (ctx.target_model == nullptr || ctx.upstream_attempts == 0) return;
@@ -211,6 +312,130 @@ class TelemetryFilter final : public filter::StreamFilter {
   }
 
  private:
+  // The request's trace: the caller's (`traceparent`, sampled as it says)
+  // or a new one sampled by ratio. Its own span is the parent of every
+  // attempt the router makes.
+  void startTrace(StreamContext& ctx) {
+    auto& t = ctx.state.emplace(tracing::kStreamTrace);
+    trace_ = &t;
+    const auto parent = tracing::parseTraceparent(ctx.request.headers.get("traceparent").value_or(""));
+    if (parent) {
+      t.trace_id = parent->trace_id;
+      t.parent_id = parent->parent_id;
+      t.flags = parent->flags;
+      if (auto state = ctx.request.headers.get("tracestate"); state && tracing::validTracestate(*state))
+        t.tracestate = std::string(*state);
+    } else {
+      t.trace_id = tracing::newTraceId();
+      t.flags = sampledByRatio(t.trace_id, config_.tracing.sample_ratio) ? tracing::kSampledFlag : 0;
+    }
+    t.span_id = tracing::newSpanId();
+    t.capture_content = config_.tracing.capture_content;
+  }
+
+  // One span for the request (SERVER) and one per attempt (CLIENT), with
+  // the GenAI semantic conventions' attributes, handed to the exporter.
+  void exportSpans(const StreamContext& ctx) {
+    using tracing::Attribute;
+    const auto steady_now = std::chrono::steady_clock::now();
+    const auto now = std::chrono::system_clock::now();
+    const auto start = now - std::chrono::duration_cast<std::chrono::system_clock::duration>(steady_now - ctx.start);
+    const Operation op = operationOf(ctx.request.target);
+    const std::string requested = ctx.model.substr(0, 256);
+    std::vector<tracing::SpanData> spans;
+    spans.reserve(1 + trace_->attempts.size());
+
+    tracing::SpanData& req = spans.emplace_back();
+    req.trace_id = trace_->trace_id;
+    req.span_id = trace_->span_id;
+    req.parent_id = trace_->parent_id;
+    req.remote_parent = !tracing::isZero(trace_->parent_id);
+    req.tracestate = trace_->tracestate;
+    req.flags = trace_->flags;
+    req.kind = tracing::SpanKind::Server;
+    req.name = std::string(kOperationNames[op]) + (requested.empty() ? "" : " " + requested);
+    req.start_ns = unixNanos(start);
+    req.end_ns = unixNanos(now);
+    auto& a = req.attributes;
+    a.push_back({"gen_ai.operation.name", std::string(kOperationNames[op])});
+    if (!requested.empty()) a.push_back({"gen_ai.request.model", requested});
+    if (ctx.target_model) {
+      a.push_back({"gen_ai.response.model", ctx.target_model->name});
+      a.push_back({"gen_ai.provider.name",
+                   std::string(ctx.target_model->body_format == config::BodyFormat::OpenAi ? "openai" : "open_inference")});
+    }
+    const auto& u = ctx.usage;
+    if (u.input >= 0) a.push_back({"gen_ai.usage.input_tokens", std::int64_t{u.input}});
+    if (u.outputSoFar() > 0 || u.output >= 0) a.push_back({"gen_ai.usage.output_tokens", std::int64_t{u.outputSoFar()}});
+    if (u.cached_input > 0) a.push_back({"gen_ai.usage.cache_read.input_tokens", std::int64_t{u.cached_input}});
+    if (u.reasoning > 0) a.push_back({"infermesh.usage.reasoning_tokens", std::int64_t{u.reasoning}});
+    if (ctx.target_model && (u.input >= 0 || u.outputSoFar() > 0))
+      a.push_back({"infermesh.cost", ctx.target_model->cost(std::max<std::int64_t>(0, u.input), u.cached_input,
+                                                            std::max<std::int64_t>(0, u.outputSoFar()))});
+    a.push_back({"http.request.method", ctx.request.method});
+    a.push_back({"url.path", std::string(ctx.request.path())});
+    a.push_back({"http.response.status_code", std::int64_t{ctx.response_status}});
+    a.push_back({"client.address", ctx.client_address});
+    a.push_back({"infermesh.request_id", ctx.request_id});
+    a.push_back({"infermesh.stream", ctx.stream});
+    a.push_back({"infermesh.attempts", std::int64_t{ctx.upstream_attempts}});
+    if (ctx.route) a.push_back({"infermesh.route", ctx.route->name});
+    if (const auto* id = ctx.state.get(filter::kIdentity); id && id->tenant)
+      a.push_back({"infermesh.tenant", id->tenant->name});
+    if (ctx.stream && ctx.first_byte_at)
+      a.push_back({"infermesh.time_to_first_token_seconds", seconds(*ctx.first_byte_at - ctx.start)});
+    if (trace_->capture_content) {
+      if (auto in = requestContent(input_); !in.empty()) a.push_back({"gen_ai.input.messages", std::move(in)});
+      std::string out = ctx.stream ? (output_.empty() ? std::string()
+                                                      : "[{\"role\":\"assistant\",\"content\":" + jsonString(output_) + "}]")
+                                   : responseContent(output_);
+      if (!out.empty()) a.push_back({"gen_ai.output.messages", std::move(out)});
+    }
+    if (ctx.response_status >= 500 || ctx.error_source == filter::ErrorSource::Upstream ||
+        ctx.error_source == filter::ErrorSource::Internal) {
+      req.error = true;
+      req.status_message = ctx.error_reason;
+      a.push_back({"error.type", ctx.error_reason.empty() ? std::to_string(ctx.response_status) : ctx.error_reason});
+    }
+
+    for (const auto& at : trace_->attempts) {
+      tracing::SpanData& s = spans.emplace_back();
+      s.trace_id = trace_->trace_id;
+      s.span_id = at.span_id;
+      s.parent_id = trace_->span_id;
+      s.tracestate = trace_->tracestate;
+      s.flags = trace_->flags;
+      s.kind = tracing::SpanKind::Client;
+      s.name = std::string(kOperationNames[op]) + " " + at.model;
+      s.start_ns = unixNanos(at.start);
+      // An attempt still open when the request ended (the client left).
+      s.end_ns = unixNanos(at.end == std::chrono::system_clock::time_point{} ? now : at.end);
+      auto& sa = s.attributes;
+      sa.push_back({"gen_ai.operation.name", std::string(kOperationNames[op])});
+      sa.push_back({"gen_ai.request.model", at.model});
+      const auto colon = at.address.rfind(':');
+      sa.push_back({"server.address", at.address.substr(0, colon)});
+      if (colon != std::string::npos) sa.push_back({"server.port", std::int64_t{std::atoll(at.address.c_str() + colon + 1)}});
+      if (at.status != 0) sa.push_back({"http.response.status_code", std::int64_t{at.status}});
+      sa.push_back({"infermesh.attempt", std::int64_t{at.number}});
+      sa.push_back({"infermesh.retry", at.number > 1 && !at.fallback});
+      sa.push_back({"infermesh.fallback", at.fallback});
+      if (!at.region.empty()) sa.push_back({"infermesh.endpoint.region", at.region});
+      if (!at.error.empty() || at.status >= 500) {
+        s.error = true;
+        s.status_message = at.error;
+        sa.push_back({"error.type", at.error.empty() ? std::to_string(at.status) : at.error});
+      }
+    }
+    config_.tracing.exporter->enqueue(std::move(spans));
+  }
+
+  static std::string jsonString(std::string_view v) {
+    std::string out;
+    common::appendJsonString(out, v);
+    return out;
+  }
+
   void begin(StreamContext& ctx, std::size_t body_bytes = 0) {
     if (ctx.target_model == nullptr || gauges_ != nullptr) return;
     const auto* rt = static_cast<const Runtime*>(ctx.snapshot->runtime(kRuntimeSlot));
@@ -226,6 +451,8 @@ class TelemetryFilter final : public filter::StreamFilter {
   const Config& config_;
   const ModelGauges* gauges_ = nullptr;
   std::int64_t tokens_in_flight_ = 0;
+  tracing::StreamTrace* trace_ = nullptr;
+  std::string input_, output_;  // content, when the route opted in
 };
 
 class Factory final : public filter::FilterFactory {
@@ -237,6 +464,68 @@ class Factory final : public filter::FilterFactory {
   Config config_;
 };
 
+// "250ms", "2s": a duration with its unit (a bare number is refused).
+bool parseMillis(std::string_view v, std::chrono::milliseconds& out) {
+  std::uint64_t n = 0;
+  std::size_t i = 0;
+  for (; i < v.size() && v[i] >= '0' && v[i] <= '9'; ++i) n = n * 10 + static_cast<std::uint64_t>(v[i] - '0');
+  if (i == 0 || i > 9) return false;
+  const std::string_view unit = v.substr(i);
+  if (unit == "ms") out = std::chrono::milliseconds(n);
+  else if (unit == "s") out = std::chrono::milliseconds(n * 1000);
+  else return false;
+  return out.count() > 0;
+}
+
+// The `tracing` mapping: where to send spans and which to keep.
+bool parseTracing(simdjson::dom::object obj, Tracing& t, std::string& error) {
+  tracing::ExporterOptions o;
+  std::string_view collector;
+  for (auto f : obj) {
+    const std::string_view key = f.key;
+    std::string_view str;
+    double num = 0;
+    std::uint64_t count = 0;
+    bool flag = false;
+    if (key == "collector" && !f.value.get_string().get(str)) {
+      collector = str;
+    } else if (key == "path" && !f.value.get_string().get(str) && str.starts_with("/")) {
+      o.path = std::string(str);
+    } else if (key == "serviceName" && !f.value.get_string().get(str) && !str.empty()) {
+      o.service_name = std::string(str);
+    } else if (key == "sampleRatio" && !f.value.get_double().get(num) && num >= 0 && num <= 1) {
+      t.sample_ratio = num;
+    } else if (key == "captureContent" && !f.value.get_bool().get(flag)) {
+      t.capture_content = flag;
+    } else if (key == "maxQueue" && !f.value.get_uint64().get(count) && count > 0 && count <= 1000000) {
+      o.max_queue = count;
+    } else if (key == "batchSize" && !f.value.get_uint64().get(count) && count > 0 && count <= 100000) {
+      o.max_batch = count;
+    } else if ((key == "flushInterval" || key == "timeout") && !f.value.get_string().get(str)) {
+      if (!parseMillis(str, key == "timeout" ? o.timeout : o.flush_interval)) {
+        error = "telemetry: tracing." + std::string(key) + " must be a duration with its unit (\"500ms\", \"2s\")";
+        return false;
+      }
+    } else {
+      static const char* kKnown =
+          "collector, path, serviceName, sampleRatio (0..1), captureContent, maxQueue, batchSize, flushInterval, timeout";
+      error = "telemetry: bad or unknown tracing setting \"" + std::string(key) + "\" (" + kKnown + ")";
+      return false;
+    }
+  }
+  // host:port, or [v6]:port
+  const auto colon = collector.rfind(':');
+  if (collector.empty() || colon == std::string_view::npos || colon + 1 == collector.size() || colon == 0) {
+    error = "telemetry: tracing.collector must be host:port of an OTLP/HTTP receiver (e.g. 127.0.0.1:4318)";
+    return false;
+  }
+  o.host = std::string(collector.substr(0, colon));
+  if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']') o.host = o.host.substr(1, o.host.size() - 2);
+  o.port = std::string(collector.substr(colon + 1));
+  t.exporter = tracing::OtlpExporter::forCollector(o);
+  return true;
+}
+
 std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::string& error) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -247,22 +536,33 @@ std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::s
     return nullptr;
   }
   std::string role = "proxy";
+  Tracing traces;
   for (auto f : obj) {
     std::string_view v;
-    if (f.key != "role") {
-      error = "telemetry: unknown setting \"" + std::string(f.key) + "\" (role)";
+    simdjson::dom::object sub;
+    if (f.key == "role") {
+      if (f.value.get_string().get(v) || v.empty() || v.size() > 64) {
+        error = "telemetry: role must be a short name (sidecar, node...)";
+        return nullptr;
+      }
+      role = std::string(v);
+    } else if (f.key == "tracing") {
+      if (f.value.get_object().get(sub)) {
+        error = "telemetry: tracing must be a mapping (collector, sampleRatio...)";
+        return nullptr;
+      }
+      if (!parseTracing(sub, traces, error)) return nullptr;
+    } else {
+      error = "telemetry: unknown setting \"" + std::string(f.key) + "\" (role, tracing)";
       return nullptr;
     }
-    if (f.value.get_string().get(v) || v.empty() || v.size() > 64) {
-      error = "telemetry: role must be a short name (sidecar, node...)";
-      return nullptr;
-    }
-    role = std::string(v);
   }
   return std::make_shared<Factory>(Config{stats::FilterMetrics::instance().histogram(
-      "infermesh_proxy_overhead_seconds",
-      "Time a request spent in this proxy, not waiting on a model server or its admission slot", kOverheadBuckets,
-      {{"role", role}})});
+                                              "infermesh_proxy_overhead_seconds",
+                                              "Time a request spent in this proxy, not waiting on a model server or "
+                                              "its admission slot",
+                                              kOverheadBuckets, {{"role", role}}),
+                                          std::move(traces)});
 }
 
 const filter::Registration kRegistered{"telemetry", &build};

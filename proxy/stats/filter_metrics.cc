@@ -70,6 +70,18 @@ HistogramMetric FilterMetrics::histogram(const std::string& name, const std::str
   return h;
 }
 
+SharedCounter FilterMetrics::sharedCounter(const std::string& name, const std::string& help, MetricLabels labels) {
+  const std::uint32_t slot = declare(Kind::Counter, name, help, {}, std::move(labels), 1, nullptr);
+  std::lock_guard lock(mu_);
+  for (auto& f : families_)
+    for (auto& s : f.series)
+      if (s.slot == slot) {
+        if (s.shared == nullptr) s.shared = &shared_.emplace_back(0);
+        return SharedCounter{s.shared};
+      }
+  return {};
+}
+
 std::vector<FilterMetrics::Family> FilterMetrics::families() const {
   std::lock_guard lock(mu_);
   return {families_.begin(), families_.end()};

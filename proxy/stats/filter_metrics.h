@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -36,12 +37,24 @@ class HistogramMetric {
   const std::vector<double>* bounds = nullptr;
 };
 
+// A counter a background thread adds to (an exporter, a writer), where
+// the per-worker values are not: one shared atomic, read at a scrape. Not
+// for the request path.
+class SharedCounter {
+ public:
+  void inc(std::uint64_t n = 1) const {
+    if (value != nullptr) value->fetch_add(n, std::memory_order_relaxed);
+  }
+  std::atomic<std::uint64_t>* value = nullptr;
+};
+
 class FilterMetrics {
  public:
   enum class Kind { Counter, Gauge, Histogram };
   struct Series {
     MetricLabels labels;
     std::uint32_t slot;
+    std::atomic<std::uint64_t>* shared = nullptr;  // a SharedCounter's value, added to the workers'
   };
   struct Family {
     std::string name;
@@ -56,6 +69,7 @@ class FilterMetrics {
   GaugeMetric gauge(const std::string& name, const std::string& help, MetricLabels labels = {});
   HistogramMetric histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
                             MetricLabels labels = {});
+  SharedCounter sharedCounter(const std::string& name, const std::string& help, MetricLabels labels = {});
   // What is declared, for a scrape.
   std::vector<Family> families() const;
 
@@ -65,6 +79,7 @@ class FilterMetrics {
 
   mutable std::mutex mu_;
   std::deque<Family> families_;  // grows only: slots and bounds stay valid
+  std::deque<std::atomic<std::uint64_t>> shared_;  // SharedCounter values, grows only
   std::uint32_t next_slot_ = 0;
 };
 

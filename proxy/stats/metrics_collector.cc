@@ -192,7 +192,8 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
       std::vector<ClientMetric::Label> labels;
       for (const auto& [k, v] : series.labels) labels.push_back({k, v});
       if (type != MetricType::Histogram) {
-        addValue(fam, slotValue(series.slot), std::move(labels));
+        const double shared = series.shared ? static_cast<double>(series.shared->load(std::memory_order_relaxed)) : 0;
+        addValue(fam, slotValue(series.slot) + shared, std::move(labels));
         continue;
       }
       ClientMetric m;
