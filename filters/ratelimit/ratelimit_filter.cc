@@ -738,6 +738,7 @@ bool RateLimitFilter::checkBudget(StreamContext& ctx) {
         stats.downgraded.inc();
         ctx.target_model = m;
         ctx.target_changed = true;
+        ctx.routing_reason = "budget_downgrade";
         model_ = m;
         return true;
       }

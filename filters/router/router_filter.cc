@@ -24,6 +24,7 @@
 #include "filters/router/upstream_connect.h"
 #include "proxy/config/snapshot.h"
 #include "proxy/common/spiffe_id.h"
+#include "proxy/filter/model_signals.h"
 #include "proxy/server/downstream.h"
 #include "proxy/server/http_util.h"
 #include "proxy/server/upstream_h2.h"
@@ -359,6 +360,8 @@ class RouterFilter final : public filter::StreamFilter {
       ++ctx.worker->stats().upstream_fallbacks;
       spdlog::debug("fallback from model {} to {}", model.name, next_fallback_->model->name);
       ctx.target_model = next_fallback_->model;
+      ++ctx.upstream_fallbacks;
+      ctx.routing_reason = "fallback";
       on_fallback_ = true;
       ctx.error_source = filter::ErrorSource::None;
       ctx.local_reply.reset();
@@ -444,13 +447,20 @@ class RouterFilter final : public filter::StreamFilter {
 
   // Waits on a waiter until the gate wakes it, the deadline passes or the
   // client leaves. Returns true when granted.
-  awaitable<bool> waitFor(StreamContext& ctx, upstream::Waiter& w, Clock::duration limit) {
+  awaitable<bool> waitFor(StreamContext& ctx, const config::ModelConfig& model, upstream::Waiter& w,
+                          Clock::duration limit) {
     asio::steady_timer timer(ctx.worker->io());
     w.wake = [&timer] { timer.cancel(); };
     timer.expires_after(budget(limit));
     cancel_.set(ctx, [&timer] { timer.cancel(); });
+    // The model's queued gauge, for autoscalers, where telemetry declared it.
+    const auto* signals = static_cast<const filter::ModelSignals*>(ctx.snapshot->runtime(filter::kModelSignalsSlot));
+    const auto* queued = signals && model.index < signals->by_model.size() ? &signals->by_model[model.index].requests_queued
+                                                                           : nullptr;
     ++ctx.worker->stats().requests_queued;
+    if (queued) queued->add(1);
     co_await timer.async_wait(kTuple);
+    if (queued) queued->add(-1);
     --ctx.worker->stats().requests_queued;
     cancel_.clear();
     co_return w.granted;
@@ -481,7 +491,7 @@ class RouterFilter final : public filter::StreamFilter {
                          "model_cold", "5");
         }
         if (worker.healthChecker()) worker.healthChecker()->activate(ctx.snapshot, model);
-        const bool granted = co_await waitFor(ctx, w, model.activation.queue_timeout);
+        const bool granted = co_await waitFor(ctx, model, w, model.activation.queue_timeout);
         if (!granted) {
           gate.cancelActivation(w);
           if (clientLeft(ctx)) co_return Outcome::Done;
@@ -511,7 +521,7 @@ class RouterFilter final : public filter::StreamFilter {
       co_return fail(503, "model `" + model.name + "` is overloaded and its queue is full",
                      "overloaded", "1");
     }
-    if (co_await waitFor(ctx, w, cb.max_queue_time)) co_return Outcome::Admitted;
+    if (co_await waitFor(ctx, model, w, cb.max_queue_time)) co_return Outcome::Admitted;
     if (w.shed) {
       stats.count(stats::ShedReason::Displaced);
       co_return fail(503, "model `" + model.name + "` is overloaded; higher-priority requests go first",

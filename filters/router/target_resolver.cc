@@ -93,14 +93,17 @@ bool resolveTarget(StreamContext& ctx, std::string& body) {
                     "route `" + route->name + "` does not offer capability \"" + std::string(wanted) + "\"",
                     "no_capable_model");
     target = selectByCapability(ctx, *route, wanted, body.size() / 4);
+    ctx.routing_reason = "capability";
     if (target == nullptr)
       return reject(ctx, DownstreamError::UnknownModel, 404,
                     "no model with capability \"" + std::string(wanted) + "\" may serve this request",
                     "no_capable_model");
   } else if (!route->split.empty()) {
     target = pickSplit(*route, static_cast<std::uint32_t>(ctx.worker->rng()() % route->split_total));
+    ctx.routing_reason = "split";
   } else if (route->target != nullptr) {
     target = route->target;
+    ctx.routing_reason = "pinned";
   } else {
     if (ctx.model.empty())
       return reject(ctx, DownstreamError::MissingModel, 400, "request body must name a \"model\"", "missing_model");
@@ -108,6 +111,7 @@ bool resolveTarget(StreamContext& ctx, std::string& body) {
     if (target == nullptr)
       return reject(ctx, DownstreamError::UnknownModel, 404, "The model `" + ctx.model + "` does not exist",
                     "model_not_found");
+    ctx.routing_reason = "requested";
   }
   // A body the proxy cannot read as its model's format would reach the
   // backend unchecked (a JSON request labelled application/grpc, say).

@@ -16,7 +16,9 @@
 // hands the request's span and its attempts' to the OTLP exporter.
 #include <algorithm>
 #include <array>
+#include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <simdjson.h>
 
@@ -24,6 +26,7 @@
 #include "proxy/config/snapshot.h"
 #include "proxy/filter/filter.h"
 #include "proxy/filter/identity.h"
+#include "proxy/filter/model_signals.h"
 #include "proxy/stats/filter_metrics.h"
 #include "proxy/tracing/otlp_exporter.h"
 #include "proxy/tracing/stream_trace.h"
@@ -58,55 +61,94 @@ Operation operationOf(std::string_view path) {
 }
 
 // The series of one (operation, requested model, served model, tenant,
-// route): declared the first time a worker meets the combination.
+// route, endpoint region): declared the first time a worker meets the
+// combination.
 struct Series {
   stats::HistogramMetric input_tokens, output_tokens, ttft, tpot, duration, queue;
-  stats::CounterMetric tokens_in, tokens_out, tokens_cached, tokens_reasoning, cost, requests;
+  stats::CounterMetric tokens_in, tokens_out, tokens_cached, tokens_reasoning, cost, requests, retries, fallbacks;
 };
 
-// Per model, for autoscalers: what is in flight now.
-struct ModelGauges {
-  stats::GaugeMetric requests, tokens;
-};
-
-struct Runtime {
-  std::vector<ModelGauges> models;  // by model index
-};
-
-const std::uint32_t kRuntimeSlot = filter::nextRuntimeSlot();
-
+// Per model, for autoscalers: what is in flight and what waits for a slot
+// (the router moves that one). Every configured model has them, whatever
+// the governor folds: an autoscaler needs each model's own.
 bool prepare(const config::Snapshot& snap, std::string&) {
-  auto rt = std::make_shared<Runtime>();
+  auto signals = std::make_shared<filter::ModelSignals>();
   auto& m = stats::FilterMetrics::instance();
   for (const auto& model : snap.models) {
     const stats::MetricLabels by{{"model", model.name}};
-    rt->models.push_back(ModelGauges{
+    signals->by_model.push_back(filter::ModelSignals::PerModel{
         m.gauge("infermesh_genai_requests_in_flight", "Requests a model is serving now (sent, not yet answered in full)", by),
         m.gauge("infermesh_genai_tokens_in_flight",
-                "Tokens of the requests in flight: their input plus the output they may still produce", by)});
+                "Tokens of the requests in flight: their prompts, at about 4 bytes a token", by),
+        m.gauge("infermesh_genai_requests_queued",
+                "Requests waiting for an admission slot of the model (circuit breakers) or for it to wake", by)});
   }
-  if (snap.filter_runtime.size() <= kRuntimeSlot) snap.filter_runtime.resize(kRuntimeSlot + 1);
-  snap.filter_runtime[kRuntimeSlot] = std::move(rt);
+  if (snap.filter_runtime.size() <= filter::kModelSignalsSlot) snap.filter_runtime.resize(filter::kModelSignalsSlot + 1);
+  snap.filter_runtime[filter::kModelSignalsSlot] = std::move(signals);
   return true;
 }
+
+// The cardinality governor: the first `limit` distinct values of a label
+// this process meets keep their name, later ones are counted as "other".
+// Values are config names already (bounded by the config); this bounds a
+// config of thousands of tenants or models to what a Prometheus can hold.
+// First come rather than top by traffic, so a series never changes name.
+class Governor {
+ public:
+  explicit Governor(const char* label)
+      : folded_(stats::FilterMetrics::instance().sharedCounter(
+            "infermesh_telemetry_folded_values_total",
+            "Distinct label values the telemetry filter counted as \"other\" (past maxModels, maxTenants)",
+            {{"label", label}})) {}
+  std::string admit(const std::string& value, std::size_t limit) {
+    std::lock_guard lock(mu_);
+    if (kept_.count(value) != 0) return value;
+    if (kept_.size() < limit) {
+      kept_.insert(value);
+      return value;
+    }
+    if (folded_values_.insert(value).second) folded_.inc();
+    return "other";
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_set<std::string> kept_, folded_values_;
+  stats::SharedCounter folded_;
+};
+
+Governor& modelGovernor() {
+  static Governor g("model");
+  return g;
+}
+Governor& tenantGovernor() {
+  static Governor g("tenant");
+  return g;
+}
+
+struct Limits {
+  std::size_t models = 500, tenants = 500;
+};
 
 const filter::Registration kPrepared{filter::SnapshotPreparer{&prepare}};
 
 constexpr std::uint32_t kNone = 0xFFFFFFFF;  // no tenant, no route, an unknown model
 
-const Series& series(const StreamContext& ctx, Operation op, std::uint32_t requested, const config::ModelConfig& served,
-                     const config::TenantConfig* tenant) {
+const Series& series(const StreamContext& ctx, const Limits& limits, Operation op, std::uint32_t requested,
+                     const config::ModelConfig& served, const config::TenantConfig* tenant) {
   const std::uint32_t tenant_index = tenant ? tenant->index : kNone;
   const std::uint32_t route_index =
       ctx.route ? static_cast<std::uint32_t>(ctx.route - ctx.snapshot->routes.data()) : kNone;
   struct Key {
     std::uint32_t op, requested, served, tenant, route;
+    const char* region;  // config-owned, stable for the snapshot
     bool operator==(const Key&) const = default;
   };
   struct KeyHash {
     std::size_t operator()(const Key& k) const {
       std::uint64_t h = k.op;
       for (const std::uint32_t v : {k.requested, k.served, k.tenant, k.route}) h = h * 0x9E3779B97F4A7C15ull + v;
+      h = h * 0x9E3779B97F4A7C15ull + reinterpret_cast<std::uintptr_t>(k.region);
       return static_cast<std::size_t>(h ^ (h >> 29));
     }
   };
@@ -119,24 +161,29 @@ const Series& series(const StreamContext& ctx, Operation op, std::uint32_t reque
     cache.by_key.clear();
     cache.snapshot = ctx.snapshot.get();
   }
-  const Key key{op, requested, served.index, tenant_index, route_index};
+  const Key key{op, requested, served.index, tenant_index, route_index, ctx.upstream_region.data()};
   if (auto it = cache.by_key.find(key); it != cache.by_key.end()) return it->second;
 
   auto& m = stats::FilterMetrics::instance();
+  auto& models = modelGovernor();
   const std::string requested_name =
-      requested == kNone ? std::string("other") : ctx.snapshot->models[requested].name;
+      requested == kNone ? std::string("other") : models.admit(ctx.snapshot->models[requested].name, limits.models);
+  const std::string served_name = models.admit(served.name, limits.models);
   const char* provider = served.body_format == config::BodyFormat::OpenAi ? "openai" : "open_inference";
   const stats::MetricLabels genai{{"gen_ai_operation_name", kOperationNames[op]},
                                   {"gen_ai_provider_name", provider},
                                   {"gen_ai_request_model", requested_name},
-                                  {"gen_ai_response_model", served.name}};
+                                  {"gen_ai_response_model", served_name}};
   auto with = [&](stats::MetricLabels l, std::pair<std::string, std::string> extra) {
     l.push_back(std::move(extra));
     return l;
   };
-  const stats::MetricLabels mesh{{"model", served.name},
-                                 {"tenant", tenant ? tenant->name : std::string("-")},
-                                 {"route", ctx.route ? ctx.route->name : std::string("-")}};
+  const std::string region = ctx.upstream_region.empty() ? std::string("-") : std::string(ctx.upstream_region);
+  const stats::MetricLabels by{{"model", served_name},
+                               {"tenant", tenant ? tenantGovernor().admit(tenant->name, limits.tenants) : std::string("-")},
+                               {"route", ctx.route ? ctx.route->name : std::string("-")}};
+  const auto mesh = with(by, {"region", region});
+  auto typed = [&](const char* type) { return with(with(by, {"type", type}), {"region", region}); };
   const char* usage_help = "Tokens used per request (OpenTelemetry gen_ai.client.token.usage)";
   const char* tokens_help = "Tokens by model, tenant, route and type";
   Series s{
@@ -150,13 +197,15 @@ const Series& series(const StreamContext& ctx, Operation op, std::uint32_t reque
                   kDurationBuckets, genai),
       m.histogram("infermesh_genai_queue_seconds",
                   "Time a request waited for an admission slot of the model (circuit breakers)", kTtftBuckets,
-                  {{"model", served.name}}),
-      m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "input"})),
-      m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "output"})),
-      m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "cached_input"})),
-      m.counter("infermesh_genai_tokens_total", tokens_help, with(mesh, {"type", "reasoning"})),
+                  {{"model", served_name}}),
+      m.counter("infermesh_genai_tokens_total", tokens_help, typed("input")),
+      m.counter("infermesh_genai_tokens_total", tokens_help, typed("output")),
+      m.counter("infermesh_genai_tokens_total", tokens_help, typed("cached_input")),
+      m.counter("infermesh_genai_tokens_total", tokens_help, typed("reasoning")),
       m.counter("infermesh_genai_cost_total", "Cost of the tokens used, in the currency of the Model's pricing", mesh),
-      m.counter("infermesh_genai_requests_total", "Requests a model served (any status)", mesh)};
+      m.counter("infermesh_genai_requests_total", "Requests a model served (any status)", mesh),
+      m.counter("infermesh_genai_retries_total", "Attempts on another endpoint of the same model, after the first", mesh),
+      m.counter("infermesh_genai_fallbacks_total", "Fallback models tried before the one that served", mesh)};
   return cache.by_key.emplace(key, s).first->second;
 }
 
@@ -178,6 +227,7 @@ struct Tracing {
 struct Config {
   stats::HistogramMetric overhead;
   Tracing tracing;
+  Limits limits;
 };
 
 // Head sampling by ratio on the trace id's low 8 bytes, as OpenTelemetry's
@@ -277,8 +327,8 @@ class TelemetryFilter final : public filter::StreamFilter {
 
   void onComplete(StreamContext& ctx) override {
     if (gauges_ != nullptr) {
-      gauges_->requests.add(-1);
-      gauges_->tokens.add(-static_cast<double>(tokens_in_flight_));
+      gauges_->requests_in_flight.add(-1);
+      gauges_->tokens_in_flight.add(-static_cast<double>(tokens_in_flight_));
     }
     if (trace_ && trace_->sampled()) exportSpans(ctx);
     // Counted once a model was asked (a local answer before that is no
@@ -286,9 +336,12 @@ class TelemetryFilter final : public filter::StreamFilter {
     if (ctx.target_model == nullptr || ctx.upstream_attempts == 0) return;
     const auto* identity = ctx.state.get(filter::kIdentity);
     const auto* requested = ctx.snapshot->findModel(ctx.model);
-    const Series& s = series(ctx, operationOf(ctx.request.target), requested ? requested->index : kNone,
+    const Series& s = series(ctx, config_.limits, operationOf(ctx.request.target), requested ? requested->index : kNone,
                              *ctx.target_model, identity ? identity->tenant : nullptr);
     s.requests.inc();
+    if (ctx.upstream_fallbacks > 0) s.fallbacks.inc(ctx.upstream_fallbacks);
+    if (ctx.upstream_attempts > 1 + ctx.upstream_fallbacks)
+      s.retries.inc(ctx.upstream_attempts - 1 - ctx.upstream_fallbacks);
     const auto now = std::chrono::steady_clock::now();
     s.duration.observe(seconds(now - ctx.start));
     s.queue.observe(seconds(ctx.queue_time));
@@ -438,18 +491,18 @@ class TelemetryFilter final : public filter::StreamFilter {
 
   void begin(StreamContext& ctx, std::size_t body_bytes = 0) {
     if (ctx.target_model == nullptr || gauges_ != nullptr) return;
-    const auto* rt = static_cast<const Runtime*>(ctx.snapshot->runtime(kRuntimeSlot));
-    if (rt == nullptr || ctx.target_model->index >= rt->models.size()) return;
-    gauges_ = &rt->models[ctx.target_model->index];
+    const auto* signals = static_cast<const filter::ModelSignals*>(ctx.snapshot->runtime(filter::kModelSignalsSlot));
+    if (signals == nullptr || ctx.target_model->index >= signals->by_model.size()) return;
+    gauges_ = &signals->by_model[ctx.target_model->index];
     // The prompt at ~4 bytes a token; the output it may still produce is
     // not known here (the token limits reserve it).
     tokens_in_flight_ = static_cast<std::int64_t>(body_bytes / 4);
-    gauges_->requests.add(1);
-    gauges_->tokens.add(static_cast<double>(tokens_in_flight_));
+    gauges_->requests_in_flight.add(1);
+    gauges_->tokens_in_flight.add(static_cast<double>(tokens_in_flight_));
   }
 
   const Config& config_;
-  const ModelGauges* gauges_ = nullptr;
+  const filter::ModelSignals::PerModel* gauges_ = nullptr;
   std::int64_t tokens_in_flight_ = 0;
   tracing::StreamTrace* trace_ = nullptr;
   std::string input_, output_;  // content, when the route opted in
@@ -537,10 +590,18 @@ std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::s
   }
   std::string role = "proxy";
   Tracing traces;
+  Limits limits;
   for (auto f : obj) {
     std::string_view v;
     simdjson::dom::object sub;
-    if (f.key == "role") {
+    std::uint64_t n = 0;
+    if (f.key == "maxModels" || f.key == "maxTenants") {
+      if (f.value.get_uint64().get(n) || n == 0 || n > 100000) {
+        error = "telemetry: " + std::string(f.key) + " must be a count from 1 to 100000";
+        return nullptr;
+      }
+      (f.key == "maxModels" ? limits.models : limits.tenants) = static_cast<std::size_t>(n);
+    } else if (f.key == "role") {
       if (f.value.get_string().get(v) || v.empty() || v.size() > 64) {
         error = "telemetry: role must be a short name (sidecar, node...)";
         return nullptr;
@@ -553,7 +614,7 @@ std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::s
       }
       if (!parseTracing(sub, traces, error)) return nullptr;
     } else {
-      error = "telemetry: unknown setting \"" + std::string(f.key) + "\" (role, tracing)";
+      error = "telemetry: unknown setting \"" + std::string(f.key) + "\" (role, tracing, maxModels, maxTenants)";
       return nullptr;
     }
   }
@@ -562,7 +623,7 @@ std::shared_ptr<const filter::FilterFactory> build(std::string_view json, std::s
                                               "Time a request spent in this proxy, not waiting on a model server or "
                                               "its admission slot",
                                               kOverheadBuckets, {{"role", role}}),
-                                          std::move(traces)});
+                                          std::move(traces), limits});
 }
 
 const filter::Registration kRegistered{"telemetry", &build};

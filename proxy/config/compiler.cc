@@ -366,6 +366,59 @@ class Compiler {
                                                    "endpoint passes it"));
   }
 
+  // accessLog.fields and accessLog.extra: names it knows, each once.
+  void compileAccessLog(const Resource<v1::Listener>& l, const v1::AccessLog& spec, AccessLogFormat& out) {
+    auto known = [] {
+      std::string all;
+      for (auto n : kLogFieldNames) all += (all.empty() ? "" : ", ") + std::string(n);
+      return all;
+    };
+    std::vector<std::string> seen;
+    for (int i = 0; i < spec.fields_size(); ++i) {
+      const auto& name = spec.fields(i);
+      const auto at = std::find(kLogFieldNames.begin(), kLogFieldNames.end(), name);
+      const std::string path = "spec.accessLog.fields[" + std::to_string(i) + "]";
+      if (at == kLogFieldNames.end()) {
+        errors_.push_back(l.error(path, "unknown field \"" + name + "\" (" + known() + ")"));
+      } else if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+        errors_.push_back(l.error(path, "\"" + name + "\" is listed twice"));
+      } else {
+        out.fields.push_back(static_cast<LogField>(at - kLogFieldNames.begin()));
+      }
+      seen.push_back(name);
+    }
+    if (spec.fields_size() == 0)
+      for (std::size_t i = 0; i < kLogFieldNames.size(); ++i) out.fields.push_back(static_cast<LogField>(i));
+    for (int i = 0; i < spec.extra_size(); ++i) {
+      const auto& e = spec.extra(i);
+      const std::string path = "spec.accessLog.extra[" + std::to_string(i) + "]";
+      const bool name_ok = !e.name().empty() && e.name().size() <= 64 &&
+                           std::all_of(e.name().begin(), e.name().end(), [](char c) {
+                             return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+                           });
+      if (!name_ok) {
+        errors_.push_back(l.error(path + ".name", "must be a short name of letters, digits, _ - ."));
+        continue;
+      }
+      if (std::find(kLogFieldNames.begin(), kLogFieldNames.end(), e.name()) != kLogFieldNames.end() ||
+          std::find(seen.begin(), seen.end(), e.name()) != seen.end()) {
+        errors_.push_back(l.error(path + ".name", "\"" + e.name() + "\" is already a field of the line"));
+        continue;
+      }
+      seen.push_back(e.name());
+      if (e.header().empty() == e.body().empty()) {
+        errors_.push_back(l.error(path, "needs exactly one of header (a request header) or body (a JSON body field)"));
+      } else if (!e.header().empty()) {
+        std::string header = e.header();
+        for (auto& c : header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        out.extra.push_back(AccessLogFormat::Extra{e.name(), std::move(header)});
+      } else {
+        out.body_names.push_back(e.name());
+        out.body_keys.push_back(e.body());
+      }
+    }
+  }
+
   void listener(Snapshot& snap, const Resource<v1::Listener>& l) {
     const auto& spec = l.spec;
     ListenerConfig lc;
@@ -434,6 +487,7 @@ class Compiler {
     duration(lim.has_body_timeout(), lim.body_timeout(), lc.limits.body_timeout, "spec.limits.bodyTimeout");
     duration(lim.has_idle_timeout(), lim.idle_timeout(), lc.limits.idle_timeout, "spec.limits.idleTimeout");
     lc.access_log = spec.access_log().path();
+    compileAccessLog(l, spec.access_log(), lc.access_log_format);
     lc.audit_log = spec.audit_log().path();
     if (spec.audit_log().max_bytes()) lc.audit_max_bytes = spec.audit_log().max_bytes();
     if (spec.audit_log().keep_files()) lc.audit_keep_files = spec.audit_log().keep_files();

@@ -9,6 +9,7 @@
 
 #include "proxy/common/cidr.h"
 #include "proxy/common/path_normalizer.h"
+#include "proxy/config/access_log.h"
 #include "proxy/config/governance.h"
 #include "proxy/config/rate_limits.h"
 #include "proxy/filter/filter.h"
@@ -292,6 +293,7 @@ struct ListenerConfig {
   std::vector<std::string> filter_names;  // parallel to filters
   std::shared_ptr<const filter::TargetResolver> resolver;  // null: filters see no route
   std::string access_log;  // path, "stdout", or empty
+  AccessLogFormat access_log_format;
   common::PathNormalization path_normalization;
   // x-infermesh-* request headers are removed unless the peer is trusted
   // (its SPIFFE ID matches, or its address is inside a source network), or

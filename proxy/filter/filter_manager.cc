@@ -1,5 +1,7 @@
 #include "proxy/filter/filter_manager.h"
+
 #include "proxy/filter/identity.h"
+#include "proxy/filter/model_signals.h"
 
 #include <algorithm>
 #include <atomic>
@@ -47,6 +49,7 @@ void FilterRegistry::add(std::string name, FilterFactoryBuilder builder) {
 }
 
 const StateKey<Identity> kIdentity;
+const std::uint32_t kModelSignalsSlot = nextRuntimeSlot();
 
 const char* methodName(Identity::Method m) {
   switch (m) {

@@ -228,12 +228,22 @@ struct StreamContext {
   std::string upstream_address;
   std::string_view upstream_region;  // of the endpoint that served (config-owned)
   int upstream_attempts = 0;
+  int upstream_fallbacks = 0;  // fallback models tried after the first
+  // How target_model was chosen, for logs and traces: "requested" (the
+  // client named it), "pinned" (the route's model), "split", "capability"
+  // (autoSelect), then "fallback" or "budget_downgrade" when it moved.
+  std::string_view routing_reason;
   // Time the router spent in exchanges with model servers (every attempt,
   // retries and fallbacks included) and waiting for a model's admission
   // slot (circuit breakers): what the proxy's own overhead excludes.
   std::chrono::steady_clock::duration upstream_time{};
   std::chrono::steady_clock::duration queue_time{};
   const RequestPolicy* request_policy = nullptr;  // set by authz; null: no restriction
+
+  // Values of the listener's extra access-log fields read from the request
+  // body (accessLog.extra with `body`), in their order; set once the body
+  // was read.
+  std::vector<std::string> log_body_values;
 
   // Response side, for log hooks.
   unsigned response_status = 0;

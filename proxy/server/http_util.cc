@@ -41,64 +41,91 @@ bool validRequestId(std::string_view id) {
 }
 
 void writeAccessLog(const filter::StreamContext& ctx, spdlog::logger& log) {
+  using config::LogField;
   const auto now = std::chrono::steady_clock::now();
   auto ms = [&](std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double, std::milli>(t - ctx.start).count();
   };
-  std::string line = "{\"request_id\":";
-  appendJsonString(line, ctx.request_id);
-  line += ",\"client\":";
-  appendJsonString(line, ctx.client_address);
-  line += ",\"method\":";
-  appendJsonString(line, ctx.request.method);
-  line += ",\"path\":";
-  appendJsonString(line, ctx.request.target);
-  line += ",\"status\":" + std::to_string(ctx.response_status);
-  line += ",\"model\":";
-  appendJsonString(line, ctx.model);
-  line += ",\"served_model\":";
-  appendJsonString(line, ctx.target_model ? std::string_view(ctx.target_model->name) : std::string_view());
-  line += ",\"route\":";
-  appendJsonString(line, ctx.route ? ctx.route->name : std::string());
-  line += ",\"upstream\":";
-  appendJsonString(line, ctx.upstream_address);
-  line += ",\"attempts\":" + std::to_string(ctx.upstream_attempts);
-  line += ",\"stream\":" + std::string(ctx.stream ? "true" : "false");
-  line += ",\"protocol\":\"" + std::string(ctx.protocol) + "\"";
-  line += ",\"identity\":";
-  appendJsonString(line, ctx.peer_identity);
-  line += ",\"bytes_in\":" + std::to_string(ctx.request_body_bytes);
-  line += ",\"bytes_out\":" + std::to_string(ctx.response_body_bytes);
-  line += ",\"duration_ms\":" + std::to_string(ms(now));
-  line += ",\"first_byte_ms\":" + (ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : std::string("null"));
-  // Who called (authn) and what the model used (when a filter asked the
-  // core for usage: ratelimit, telemetry).
   const auto* identity = ctx.state.get(filter::kIdentity);
-  line += ",\"tenant\":";
-  appendJsonString(line, identity && identity->tenant ? std::string_view(identity->tenant->name) : std::string_view());
-  line += ",\"principal\":";
-  appendJsonString(line, identity ? std::string_view(identity->principal) : std::string_view());
   const auto& u = ctx.usage;
   auto count = [](std::int64_t n) { return n >= 0 ? std::to_string(n) : std::string("null"); };
   const std::int64_t out = u.reported() ? u.output : (u.streamed_output > 0 ? u.streamed_output : -1);
-  line += ",\"input_tokens\":" + count(u.input);
-  line += ",\"output_tokens\":" + count(out);
-  line += ",\"cached_tokens\":" + std::to_string(u.cached_input);
-  if (ctx.target_model != nullptr && (u.input >= 0 || out >= 0)) {
-    char cost[32];
-    std::snprintf(cost, sizeof cost, "%.6f",
-                  ctx.target_model->cost(std::max<std::int64_t>(0, u.input), u.cached_input, std::max<std::int64_t>(0, out)));
-    line += ",\"cost\":";
-    line += cost;
-  } else {
-    line += ",\"cost\":null";
+  const auto& format = ctx.listener->access_log_format;
+  std::string line = "{";
+  line.reserve(640);
+  for (const LogField f : format.fields) {
+    if (line.size() > 1) line += ',';
+    line += '"';
+    line += config::kLogFieldNames[static_cast<std::size_t>(f)];
+    line += "\":";
+    switch (f) {
+      case LogField::RequestId: appendJsonString(line, ctx.request_id); break;
+      case LogField::Client: appendJsonString(line, ctx.client_address); break;
+      case LogField::Method: appendJsonString(line, ctx.request.method); break;
+      case LogField::Path: appendJsonString(line, ctx.request.target); break;
+      case LogField::Status: line += std::to_string(ctx.response_status); break;
+      case LogField::Model: appendJsonString(line, ctx.model); break;
+      case LogField::ServedModel:
+        appendJsonString(line, ctx.target_model ? std::string_view(ctx.target_model->name) : std::string_view());
+        break;
+      case LogField::Route: appendJsonString(line, ctx.route ? std::string_view(ctx.route->name) : std::string_view()); break;
+      case LogField::Routing: appendJsonString(line, ctx.routing_reason); break;
+      case LogField::Fallbacks: line += std::to_string(ctx.upstream_fallbacks); break;
+      case LogField::Upstream: appendJsonString(line, ctx.upstream_address); break;
+      case LogField::Region: appendJsonString(line, ctx.upstream_region); break;
+      case LogField::Attempts: line += std::to_string(ctx.upstream_attempts); break;
+      case LogField::Stream: line += ctx.stream ? "true" : "false"; break;
+      case LogField::Protocol: appendJsonString(line, ctx.protocol); break;
+      case LogField::Identity: appendJsonString(line, ctx.peer_identity); break;
+      case LogField::BytesIn: line += std::to_string(ctx.request_body_bytes); break;
+      case LogField::BytesOut: line += std::to_string(ctx.response_body_bytes); break;
+      case LogField::DurationMs: line += std::to_string(ms(now)); break;
+      case LogField::FirstByteMs: line += ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : "null"; break;
+      case LogField::TtftMs:  // a stream's first token is its first body byte
+        line += ctx.stream && ctx.first_byte_at ? std::to_string(ms(*ctx.first_byte_at)) : "null";
+        break;
+      // Who called (authn) and what the model used (when a filter asked
+      // the core for usage: ratelimit, telemetry).
+      case LogField::Tenant:
+        appendJsonString(line, identity && identity->tenant ? std::string_view(identity->tenant->name) : std::string_view());
+        break;
+      case LogField::Principal:
+        appendJsonString(line, identity ? std::string_view(identity->principal) : std::string_view());
+        break;
+      case LogField::InputTokens: line += count(u.input); break;
+      case LogField::OutputTokens: line += count(out); break;
+      case LogField::CachedTokens: line += std::to_string(u.cached_input); break;
+      case LogField::Cost:
+        if (ctx.target_model != nullptr && (u.input >= 0 || out >= 0)) {
+          char cost[32];
+          std::snprintf(cost, sizeof cost, "%.6f",
+                        ctx.target_model->cost(std::max<std::int64_t>(0, u.input), u.cached_input,
+                                               std::max<std::int64_t>(0, out)));
+          line += cost;
+        } else {
+          line += "null";
+        }
+        break;
+      case LogField::Error: appendJsonString(line, ctx.error_reason); break;
+      case LogField::Count: break;
+    }
   }
-  line += ",\"error\":";
-  appendJsonString(line, ctx.error_reason);
-  line += "}";
+  // The listener's extra fields: headers, then body fields; null when absent.
+  auto extra = [&](const std::string& name, std::optional<std::string_view> value) {
+    if (line.size() > 1) line += ',';
+    appendJsonString(line, name);
+    line += ':';
+    if (value) appendJsonString(line, *value);
+    else line += "null";
+  };
+  for (const auto& e : format.extra) extra(e.name, ctx.request.headers.get(e.header));
+  for (std::size_t i = 0; i < format.body_names.size(); ++i) {
+    const bool have = i < ctx.log_body_values.size() && !ctx.log_body_values[i].empty();
+    extra(format.body_names[i], have ? std::optional<std::string_view>(ctx.log_body_values[i]) : std::nullopt);
+  }
+  line += '}';
   log.info(line);
 }
-
 
 bool isGrpc(const filter::RequestHead& request) {
   const auto type = request.headers.get("content-type");

@@ -80,6 +80,8 @@ awaitable<StreamDriver::Progress> StreamDriver::resolveThenFilter() {
     ctx_.request_body_bytes += piece.size();  // the HTTP/2 codec's body limit counts it
     body.append(piece);
   }
+  if (!ctx_.listener->access_log_format.body_keys.empty())
+    config::readBodyFields(ctx_.listener->access_log_format, body, ctx_.log_body_values);
   // A request resolution refuses (no route, unknown model) still goes
   // through the listener's chain, so authn answers before a 404 says
   // anything about routes, and a filter may answer it (GET /v1/models);

@@ -2,7 +2,11 @@
 // token, latency and cost metrics against what the mock model server
 // produced, streamed and not, scraped from the proxy's /metrics.
 
+#include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <iterator>
+#include <thread>
 #include <sstream>
 
 #include "tests/integration/proxy_fixture.h"
@@ -22,20 +26,25 @@ class TelemetryTest : public ProxyTest {
   static void TearDownTestSuite() { engine.process.reset(); }
   static inline Mock engine;
 
-  void SetUp() override {
+  void SetUp() override { start(); }
+  // The telemetry filter's config and more YAML documents, for tests that
+  // need their own.
+  void start(const std::string& telemetry = "{role: sidecar}", const std::string& docs = "",
+             const std::string& access_log = "") {
     std::ostringstream y;
     y << "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec:\n"
       << "  address: 127.0.0.1:0\n"
-      << "  filters: [{name: authn}, {name: authz}, {name: telemetry, config: {role: sidecar}}, {name: router}]\n"
-      << "  accessLog: {path: " << dir.path() << "/access.log}\n"
+      << "  filters: [{name: authn}, {name: authz}, {name: telemetry, config: " << telemetry << "}, {name: router}]\n"
+      << "  accessLog: {path: " << dir.path() << "/access.log" << access_log << "}\n" << docs
       << doc("Model", "chat",
              "{aliases: [chat-latest], endpoints: [{address: '" + engine.address() +
-                 "'}], pricing: {inputPer1kTokens: 2.0, outputPer1kTokens: 10.0}}")
+                 "', region: eu-west}], pricing: {inputPer1kTokens: 2.0, outputPer1kTokens: 10.0}}")
       << doc("Model", "embed", "{endpoints: [{address: '" + engine.address() + "'}]}")
       << doc("Route", "pinned", "{order: 1, match: {pathPrefix: /v1/, headers: [{name: x-pin}]}, model: chat}")
       << doc("Route", "v1", "{match: {pathPrefix: /v1/}}")
       << doc("Tenant", "team-a", "{apiKeys: [{name: ci, sha256: " + sha256Hex(kKey) + "}]}")
       << doc("Policy", "open", "{listeners: [main], authentication: {required: false}}");
+    proxy.reset();
     startProxy(y.str());
   }
 
@@ -96,6 +105,47 @@ TEST_F(TelemetryTest, TheAccessLogCarriesTenantTokensAndCost) {
   EXPECT_NE(line.find(cost), std::string::npos) << line;
 }
 
+TEST_F(TelemetryTest, TheAccessLogTakesTheFieldsTheListenerChose) {
+  start("{role: sidecar}", "",
+        ", fields: [status, served_model, tenant, ttft_ms, routing], "
+        "extra: [{name: team, header: X-Team-Id}, {name: user, body: user}, {name: seed, body: seed}]");
+  const std::string body = R"({"model":"chat","stream":true,"user":"ana \"the\" admin","seed":7,)"
+                           R"("messages":[{"role":"user","content":"hi"}]})";
+  ASSERT_EQ(send("/v1/chat/completions", body, {{"x-team-id", "search \"blue\""}}).status, 200);
+  ASSERT_EQ(send("/v1/chat/completions", chatBody("chat", false)).status, 200);  // no team header, no user
+  std::vector<std::string> lines;
+  ASSERT_TRUE(eventually([&] {
+    lines.clear();
+    std::ifstream in(dir.path() + "/access.log");
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    return lines.size() >= 2;
+  }));
+  // The chosen fields in the chosen order, then the extra ones, escaped.
+  EXPECT_EQ(lines[0].rfind("{\"status\":200,\"served_model\":\"chat\",\"tenant\":\"team-a\",\"ttft_ms\":", 0), 0u)
+      << lines[0];
+  EXPECT_NE(lines[0].find(",\"routing\":\"requested\",\"team\":\"search \\\"blue\\\"\",\"user\":\"ana \\\"the\\\" admin\",\"seed\":\"7\"}"),
+            std::string::npos)
+      << lines[0];
+  EXPECT_EQ(lines[0].find("request_id"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find("\"ttft_ms\":null"), std::string::npos) << lines[1];  // not a stream
+  EXPECT_NE(lines[1].find("\"team\":null,\"user\":null,\"seed\":null}"), std::string::npos) << lines[1];
+}
+
+TEST_F(TelemetryTest, AccessLogFieldsAreChecked) {
+  dir.write("config.yaml",
+            "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec:\n  address: 127.0.0.1:0\n"
+            "  filters: [{name: router}]\n"
+            "  accessLog: {path: stdout, fields: [status, statuss], extra: [{name: status, header: x-a}, "
+            "{name: both, header: x-b, body: b}]}\n");
+  const auto r = runCommand(bin_dir + "/controlplane/infermeshctl validate " + dir.path() + " 2>&1");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("spec.accessLog.fields[1]: unknown field \"statuss\" (request_id, client,"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("spec.accessLog.extra[0].name: \"status\" is already a field of the line"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("spec.accessLog.extra[1]: needs exactly one of header"), std::string::npos) << r.out;
+}
+
 TEST_F(TelemetryTest, StreamsGetTimeToFirstTokenAndPerOutputToken) {
   const auto r = send("/v1/chat/completions", chatBody("chat", true));
   ASSERT_EQ(r.status, 200) << r.body;
@@ -136,6 +186,85 @@ TEST_F(TelemetryTest, EmbeddingsAreTheirOwnOperation) {
   EXPECT_EQ(metricReaching("gen_ai_client_token_usage_count", "gen_ai_operation_name=\"embeddings\"", 1), 1);
   // No pricing: no cost; the tenant is whoever the key belongs to.
   EXPECT_EQ(metric("infermesh_genai_cost_total", "model=\"embed\",tenant=\"team-a\""), 0);
+}
+
+TEST_F(TelemetryTest, SeriesCarryTheEndpointsRegion) {
+  ASSERT_EQ(send("/v1/chat/completions", chatBody("chat", false)).status, 200);
+  ASSERT_EQ(send("/v1/embeddings", R"({"model":"embed","input":"hi"})").status, 200);
+  EXPECT_EQ(metricReaching("infermesh_genai_requests_total", "route=\"v1\",region=\"eu-west\"", 1), 1);
+  EXPECT_EQ(metricReaching("infermesh_genai_requests_total", "model=\"embed\",tenant=\"team-a\",route=\"v1\",region=\"-\"", 1), 1);
+  EXPECT_EQ(metric("infermesh_genai_tokens_total", "type=\"output\",region=\"eu-west\""), 8);
+}
+
+TEST_F(TelemetryTest, TheGovernorFoldsModelsAndTenantsPastItsLimits) {
+  start("{role: sidecar, maxModels: 1, maxTenants: 1}",
+        doc("Tenant", "team-b", "{apiKeys: [{name: ci, sha256: " + sha256Hex("sk-telemetry-team-0002") + "}]}"));
+  ASSERT_EQ(send("/v1/chat/completions", chatBody("chat", false)).status, 200);  // chat and team-a are first
+  ASSERT_EQ(send("/v1/embeddings", R"({"model":"embed","input":"hi"})").status, 200);
+  ASSERT_EQ(httpRequest(port, "POST", "/v1/chat/completions", chatBody("chat", false),
+                        {{"content-type", "application/json"}, {"authorization", "Bearer sk-telemetry-team-0002"}})
+                .status,
+            200);
+  EXPECT_EQ(metricReaching("infermesh_genai_requests_total", "model=\"other\",tenant=\"team-a\"", 1), 1);
+  EXPECT_EQ(metricReaching("infermesh_genai_requests_total", "model=\"chat\",tenant=\"other\"", 1), 1);
+  EXPECT_EQ(metric("infermesh_genai_requests_total", "model=\"chat\",tenant=\"team-a\""), 1);
+  EXPECT_EQ(metric("gen_ai_server_request_duration_seconds_count", "gen_ai_response_model=\"other\""), 1);
+  const std::string text = httpGetBody(admin, "/metrics");
+  EXPECT_EQ(text.find("model=\"embed\",tenant"), std::string::npos);
+  EXPECT_EQ(text.find("tenant=\"team-b\""), std::string::npos);
+  EXPECT_EQ(metric("infermesh_telemetry_folded_values_total", "label=\"model\""), 1);
+  EXPECT_EQ(metric("infermesh_telemetry_folded_values_total", "label=\"tenant\""), 1);
+  // The autoscaling gauges stay per model whatever the governor folds.
+  EXPECT_NE(text.find("infermesh_genai_requests_in_flight{model=\"embed\"}"), std::string::npos);
+}
+
+TEST_F(TelemetryTest, FallbacksAndRetriesAreCountedPerServedModel) {
+  const int closed = freePort();
+  start("{role: sidecar}",
+        doc("Model", "down", "{endpoints: [{address: '127.0.0.1:" + std::to_string(closed) + "'}]}") +
+            doc("Model", "flaky",
+                "{upstreamModel: chat, loadBalancer: {policy: round_robin}, outlierDetection: {consecutiveFailures: 0}, "
+                "endpoints: [{address: '127.0.0.1:" + std::to_string(closed) + "'}, {address: '" + engine.address() + "'}]}") +
+            doc("Route", "fallback", "{order: 1, match: {pathPrefix: /v1/, headers: [{name: x-fallback}]}, model: down, "
+                                     "fallbacks: [{model: chat, on: [connect_failure]}]}") +
+            doc("Route", "retry", "{order: 2, match: {pathPrefix: /v1/, headers: [{name: x-retry}]}, model: flaky, "
+                                  "retry: {attempts: 2, on: [connect_failure]}}"));
+  ASSERT_EQ(send("/v1/chat/completions", chatBody("chat", false), {{"x-fallback", "1"}}).status, 200);
+  EXPECT_EQ(metricReaching("infermesh_genai_fallbacks_total", "model=\"chat\",tenant=\"team-a\",route=\"fallback\"", 1), 1);
+  EXPECT_EQ(metric("infermesh_genai_retries_total", "route=\"fallback\""), 0);
+  // Round robin over a dead and a live endpoint: of two requests, one
+  // tries the dead one first and is retried on the other.
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(send("/v1/chat/completions", chatBody("chat", false), {{"x-retry", "1"}}).status, 200);
+  EXPECT_EQ(metricReaching("infermesh_genai_retries_total", "model=\"flaky\",tenant=\"team-a\",route=\"retry\"", 1), 1);
+  EXPECT_EQ(metric("infermesh_genai_fallbacks_total", "route=\"retry\""), 0);
+  // The access log says how each was routed.
+  std::string log;
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(dir.path() + "/access.log");
+    log.assign(std::istreambuf_iterator<char>(in), {});
+    return std::count(log.begin(), log.end(), '\n') >= 3;
+  }));
+  EXPECT_NE(log.find("\"routing\":\"fallback\",\"fallbacks\":1"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"routing\":\"pinned\",\"fallbacks\":0"), std::string::npos) << log;
+}
+
+TEST_F(TelemetryTest, RequestsWaitingForAModelAreAGauge) {
+  Mock slow = startMock("telemetry-slow", {"--models", "slow", "--chunks", "20", "--chunk-delay-ms", "50"});
+  start("{role: sidecar}",
+        doc("Model", "slow", "{endpoints: [{address: '" + slow.address() +
+                                 "'}], circuitBreakers: {maxRequests: 1, maxPendingRequests: 4, maxQueueTime: 10s}}"));
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 3; ++i)
+    clients.emplace_back([&] { ok += send("/v1/chat/completions", chatBody("slow", true)).status == 200; });
+  // One streams, two wait for its slot.
+  EXPECT_EQ(metricReaching("infermesh_genai_requests_queued", "model=\"slow\"", 2), 2);
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(ok, 3);
+  EXPECT_EQ(metric("infermesh_genai_requests_queued", "model=\"slow\""), 0);
+  EXPECT_EQ(metric("infermesh_genai_requests_queued", "model=\"chat\""), 0);
+  EXPECT_EQ(metricReaching("infermesh_genai_queue_seconds_count", "model=\"slow\"", 3), 3);
+  EXPECT_GT(metric("infermesh_genai_queue_seconds_sum", "model=\"slow\""), 0.5);  // two waited a whole stream or more
 }
 
 TEST_F(TelemetryTest, PrometheusAnswersTokensByTenant) {
