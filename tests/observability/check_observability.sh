@@ -211,9 +211,10 @@ for l, where in sorted(labels.items()):
 
 for e in errors:
     print("FAIL: " + e, file=sys.stderr)
+if errors:
+    sys.exit(1)
 print(f"dashboard: {len(queries)} queries parse; {len(used)} metric and recorded names, "
-      f"{len(labels)} label names checked")
-sys.exit(1 if errors else 0)
+      f"{len(labels)} label names found")
 PY
   fail "dashboard queries or metric names"
 fi
