@@ -34,6 +34,42 @@ taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/im" --admin
   --log-level warn >"$WORK/im.log" 2>&1 &
 IM_PID=$!; pids+=($IM_PID)
 
+# infermesh with the telemetry filter in front of the router, without and
+# with traces: every request sampled and exported over OTLP/HTTP to a
+# stand-in collector (an nginx on the load CPU answering POST /v1/traces),
+# so its cost is the filter's and the exporter thread's on the proxy CPU.
+COL_PORT=$(free_port)
+mkdir -p "$WORK/collector/logs" "$WORK/collector/tmp"
+cat >"$WORK/collector/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $WORK/collector/logs/error.log warn;
+pid $WORK/collector/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/collector/tmp;
+  client_max_body_size 16m;
+  client_body_buffer_size 1m;
+  server { listen 127.0.0.1:$COL_PORT; location = /v1/traces { return 200; } }
+}
+CONF
+taskset -c "$LOAD_CPU" nginx -p "$WORK/collector" -c "$WORK/collector/nginx.conf" >"$WORK/collector.log" 2>&1 &
+pids+=($!)
+TEL_PORT=$(free_port); TEL_ADMIN=$(free_port)
+router_config "$WORK/tel" "$TEL_PORT" "$MOCK_PORT"
+sed -i 's/filters: \[{name: router}\]/filters: [{name: telemetry}, {name: router}]/' "$WORK/tel/config.yaml"
+taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/tel" --admin "127.0.0.1:$TEL_ADMIN" --workers 1 \
+  --log-level warn >"$WORK/tel.log" 2>&1 &
+TEL_PID=$!; pids+=($TEL_PID)
+TRC_PORT=$(free_port); TRC_ADMIN=$(free_port)
+router_config "$WORK/trc" "$TRC_PORT" "$MOCK_PORT"
+sed -i "s/filters: \[{name: router}\]/filters: [{name: telemetry, config: {tracing: {collector: '127.0.0.1:$COL_PORT', maxQueue: 100000}}}, {name: router}]/" \
+  "$WORK/trc/config.yaml"
+taskset -c "$PROXY_CPU" "$BIN/proxy/infermesh-proxy" --config "$WORK/trc" --admin "127.0.0.1:$TRC_ADMIN" --workers 1 \
+  --log-level warn >"$WORK/trc.log" 2>&1 &
+TRC_PID=$!; pids+=($TRC_PID)
+
 # infermesh with the full chain: authn (an API key) + authz (a policy with
 # a few rules) + ratelimit (a token and a request limit the load never
 # reaches) + telemetry (GenAI metrics) + router, the chain a governed mesh
@@ -133,7 +169,7 @@ CONF
 taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 HA_PID=$!; pids+=($HA_PID)
 
-wait_port "$IM_PORT"; wait_port "$GOV_PORT"; wait_port "$GLB_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
+wait_port "$IM_PORT"; wait_port "$TEL_PORT"; wait_port "$TRC_PORT"; wait_port "$COL_PORT"; wait_port "$GOV_PORT"; wait_port "$GLB_PORT"; wait_port "$NG_PORT"; wait_port "$HA_PORT"
 
 to_ms() {  # wrk prints 812.00us / 1.23ms / 1.01s
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
@@ -160,7 +196,8 @@ run_case() {
 }
 
 declare -A R
-targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "infermesh+gov $GOV_PORT $GOV_PID"
+targets=("direct $MOCK_PORT -" "infermesh $IM_PORT $IM_PID" "infermesh+tel $TEL_PORT $TEL_PID"
+  "infermesh+trace $TRC_PORT $TRC_PID" "infermesh+gov $GOV_PORT $GOV_PID"
   "infermesh+global $GLB_PORT $GLB_PID" "nginx $NG_PORT $NG_PID"
   "haproxy $HA_PORT $HA_PID")
 cases=("chat-c1 chat.lua 1" "chat-c16 chat.lua 16" "chat-c64 chat.lua 64" "stream-c64 chat_stream.lua 64" "paced-c4 chat_paced.lua 4")
@@ -193,6 +230,8 @@ wait_port "$BIG_PORT"; sleep 1
 BIG_RSS=$(rss_kb "$BIG_PID")
 IM_IDLE_RSS=$(rss_kb "$IM_PID")
 
+# Sum of the samples of a metric (prefix match on name and labels) on an admin port.
+scrape_sum() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {printf "%d", s}'; }
 field() { echo "${R[$1,$2]}" | awk -v i="$3" '{print $i}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0==0) print "-"; else printf "%.2f", a/b }'; }
 added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
@@ -225,6 +264,7 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.3f", a-b }'; }
   echo "- throughput >= nginx: chat-c64 ratio $tp, stream-c64 ratio $st: $(verdict "$(awk -v a="$tp" -v b="$st" 'BEGIN{print (a>=1 && b>=1)}')")"
   echo "- added p99 <= 0.3 ms at a moderate fixed rate (paced-c4): $ap ms: $(verdict "$(awk -v a="$ap" 'BEGIN{print (a<=0.3)}')")"
   echo "- CPU per request with the full chain, authn + authz + ratelimit (local) + telemetry + router (chat-c64) <= 1.25x nginx's: $(cpr infermesh+gov) vs $(cpr nginx) us, ratio $gov_cpu: $(verdict "$(awk -v a="$gov_cpu" 'BEGIN{print (a<=1.25)}')")"
+  echo "- telemetry's own cost (chat-c64): metrics $(added "$(cpr infermesh+tel)" "$(cpr infermesh)") us per request over router only ($(cpr infermesh+tel) us, $(ratio "$(cpr infermesh+tel)" "$(cpr nginx)")x nginx); with every request traced and exported $(added "$(cpr infermesh+trace)" "$(cpr infermesh)") us ($(cpr infermesh+trace) us, $(ratio "$(cpr infermesh+trace)" "$(cpr nginx)")x nginx; spans exported $(scrape_sum "$TRC_ADMIN" 'infermesh_tracing_spans_total{outcome="exported"}'), dropped $(scrape_sum "$TRC_ADMIN" 'infermesh_tracing_spans_total{outcome="dropped')"
   echo "- the same with the token limit global (Redis): $(cpr infermesh+global) us, ratio $glb_cpu; a limit's own cost: $(added "$(cpr infermesh+global)" "$(cpr infermesh+gov)") us more than local"
   echo "- idle RSS <= 20 MiB with 1,000 models and routes: $((BIG_RSS / 1024)) MiB: $(verdict "$(( BIG_RSS <= 20480 ))")"
   echo

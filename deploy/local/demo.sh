@@ -122,6 +122,7 @@ Where to look next:
   proxy metrics       curl http://127.0.0.1:19901/metrics
   proxy config dump   curl http://127.0.0.1:19901/config_dump
   control plane       curl http://127.0.0.1:19000/status   (and /metrics)
+  dashboards, alerts  deploy/observability/ (Grafana dashboard, Prometheus rules; docs/observability.md)
   access log          $RUN/access.log
   audit log           $RUN/audit.log   (check: $BIN/controlplane/infermeshctl audit verify $RUN/audit.log)
   logs                $RUN/proxy.log  $RUN/control.log
