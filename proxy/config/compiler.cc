@@ -537,7 +537,8 @@ class Compiler {
 
       const auto* builder = filter::FilterRegistry::instance().find(f.name());
       if (builder == nullptr) {
-        errors_.push_back(l.error(path + ".name", "unknown filter \"" + f.name() + "\""));
+        errors_.push_back(l.error(path + ".name", "unknown filter \"" + f.name() + "\" (" +
+                                               filter::FilterRegistry::instance().names() + ")"));
         continue;
       }
       std::string json, error;
@@ -720,7 +721,8 @@ class Compiler {
       const std::string path = "spec.filters[" + std::to_string(i) + "]";
       const auto* builder = filter::FilterRegistry::instance().find(f.name());
       if (builder == nullptr) {
-        errors_.push_back(rt.error(path + ".name", "unknown filter \"" + f.name() + "\""));
+        errors_.push_back(rt.error(path + ".name", "unknown filter \"" + f.name() + "\" (" +
+                                               filter::FilterRegistry::instance().names() + ")"));
         continue;
       }
       filter::RouteFilterOverride o;

@@ -167,21 +167,22 @@ class SpecWalker {
 
   void duration(const YAML::Node& n, const std::string& path, std::string& out) {
     const std::string s = n.IsScalar() ? n.Scalar() : "";
-    // Accept "250ms", "1.5s", "2m" and bare seconds; the JSON mapping wants "<seconds>s".
+    // Accept "250ms", "1.5s", "2m", "1h"; a bare number is refused (is 500
+    // milliseconds or seconds?). The JSON mapping wants "<seconds>s".
     double seconds = -1;
     if (n.IsScalar() && !s.empty()) {
       char* end = nullptr;
       double v = std::strtod(s.c_str(), &end);
       std::string unit(end);
       if (end != s.c_str() && std::isfinite(v) && v >= 0) {
-        if (unit.empty() || unit == "s") seconds = v;
+        if (unit == "s") seconds = v;
         else if (unit == "ms") seconds = v / 1000;
         else if (unit == "m") seconds = v * 60;
         else if (unit == "h") seconds = v * 3600;
       }
     }
     if (seconds < 0) {
-      fail(n, path, "expected a duration such as \"250ms\", \"30s\" or \"5m\", got \"" + s + "\"");
+      fail(n, path, "expected a duration with its unit such as \"250ms\", \"30s\" or \"5m\", got \"" + s + "\"");
       out += "\"0s\"";
       return;
     }

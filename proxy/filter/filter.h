@@ -147,6 +147,8 @@ class FilterRegistry {
   static FilterRegistry& instance();
   void add(std::string name, FilterFactoryBuilder builder);
   const FilterFactoryBuilder* find(std::string_view name) const;
+  // "authn, authz, ...": the registered names, sorted, for errors.
+  std::string names() const;
   void addPreparer(SnapshotPreparer p) { preparers_.push_back(std::move(p)); }
   bool prepare(const config::Snapshot& snapshot, std::string& error) const;
   void setResolver(std::shared_ptr<const TargetResolver> r) { resolver_ = std::move(r); }

@@ -78,6 +78,18 @@ const FilterFactoryBuilder* FilterRegistry::find(std::string_view name) const {
   return nullptr;
 }
 
+std::string FilterRegistry::names() const {
+  std::vector<std::string_view> sorted;
+  for (const auto& [n, b] : builders_) sorted.push_back(n);
+  std::sort(sorted.begin(), sorted.end());
+  std::string out;
+  for (auto n : sorted) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out;
+}
+
 namespace {
 
 // Where the whole events in `s` end (0 when none is complete).

@@ -205,8 +205,8 @@ boost::asio::awaitable<void> writeLocalReply(DownstreamStream& ds, filter::Strea
 void recordStreamEnd(Worker& worker, const filter::StreamContext& ctx, std::uint32_t listener_index) {
   auto& st = worker.stats();
   st.countRequest(ctx.route ? ctx.route->stats_id : 0, ctx.target_model ? ctx.target_model->stats_id : 0,
-                  ctx.response_status);
-  st.request_duration.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count());
+                  ctx.response_status,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count());
   if (auto* log = worker.accessLog(listener_index)) writeAccessLog(ctx, *log);
 }
 

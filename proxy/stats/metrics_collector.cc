@@ -41,30 +41,31 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                          "Downstream requests by route, model and response status class (0xx: no response).",
                          MetricType::Counter);
   static constexpr const char* kClass[] = {"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
-  for (const auto& [key, by_class] : total.requests) {
+  auto duration = family("infermesh_http_request_duration_seconds",
+                         "Time from request head to the end of the response, by route and served model.",
+                         MetricType::Histogram);
+  for (const auto& [key, r] : total.requests) {
     const std::string route = names.name(static_cast<std::uint32_t>(key >> 32));
     const std::string model = names.name(static_cast<std::uint32_t>(key & 0xffffffff));
-    for (std::size_t c = 0; c < by_class.size(); ++c)
-      if (by_class[c])
-        addValue(requests, static_cast<double>(by_class[c]),
+    for (std::size_t c = 0; c < r.by_class.size(); ++c)
+      if (r.by_class[c])
+        addValue(requests, static_cast<double>(r.by_class[c]),
                  {{"route", route}, {"model", model}, {"status_class", kClass[c]}});
+    ClientMetric h;
+    h.label = {{"route", route}, {"model", model}};
+    h.histogram.sample_count = r.duration.count;
+    h.histogram.sample_sum = r.duration.sum;
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= kDurationBuckets.size(); ++i) {
+      cumulative += r.duration.counts[i];
+      ClientMetric::Bucket b;
+      b.cumulative_count = cumulative;
+      b.upper_bound = i < kDurationBuckets.size() ? kDurationBuckets[i] : std::numeric_limits<double>::infinity();
+      h.histogram.bucket.push_back(b);
+    }
+    duration.metric.push_back(std::move(h));
   }
   out.push_back(std::move(requests));
-
-  auto duration = family("infermesh_http_request_duration_seconds",
-                         "Time from request head to the end of the response.", MetricType::Histogram);
-  ClientMetric h;
-  h.histogram.sample_count = total.request_duration.count;
-  h.histogram.sample_sum = total.request_duration.sum;
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i <= kDurationBuckets.size(); ++i) {
-    cumulative += total.request_duration.counts[i];
-    ClientMetric::Bucket b;
-    b.cumulative_count = cumulative;
-    b.upper_bound = i < kDurationBuckets.size() ? kDurationBuckets[i] : std::numeric_limits<double>::infinity();
-    h.histogram.bucket.push_back(b);
-  }
-  duration.metric.push_back(std::move(h));
   out.push_back(std::move(duration));
 
   auto down = family("infermesh_downstream_errors_total", "Requests the proxy rejected or answered itself, by reason.",

@@ -3,11 +3,11 @@
 namespace infermesh::stats {
 
 void WorkerStats::merge(const WorkerStats& o) {
-  for (const auto& [key, by_class] : o.requests) {
+  for (const auto& [key, r] : o.requests) {
     auto& mine = requests[key];
-    for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += by_class[i];
+    for (std::size_t i = 0; i < mine.by_class.size(); ++i) mine.by_class[i] += r.by_class[i];
+    mine.duration.merge(r.duration);
   }
-  request_duration.merge(o.request_duration);
   for (std::size_t i = 0; i < downstream_errors.size(); ++i) downstream_errors[i] += o.downstream_errors[i];
   for (std::size_t i = 0; i < upstream_errors.size(); ++i) upstream_errors[i] += o.upstream_errors[i];
   upstream_connections_opened += o.upstream_connections_opened;

@@ -82,10 +82,15 @@ inline constexpr const char* kHttp2ProtectionNames[] = {"rapid_reset", "ping_flo
 // thread. The admin thread reads them by posting a copy request to the
 // worker (see MetricsCollector), so no atomics or locks are needed.
 struct WorkerStats {
-  // (route stats id << 32 | model stats id) -> responses by status class;
-  // index 0 counts streams that ended without a response.
-  std::unordered_map<std::uint64_t, std::array<std::uint64_t, 6>> requests;
-  Histogram request_duration;
+  // Per route and served model: responses by status class (index 0
+  // counts streams that ended without a response) and their durations,
+  // so a canary's latency compares with its stable model's.
+  struct RouteModelStats {
+    std::array<std::uint64_t, 6> by_class{};
+    Histogram duration;
+  };
+  // (route stats id << 32 | model stats id) -> its stats.
+  std::unordered_map<std::uint64_t, RouteModelStats> requests;
   std::array<std::uint64_t, static_cast<std::size_t>(DownstreamError::Count)> downstream_errors{};
   std::array<std::uint64_t, static_cast<std::size_t>(UpstreamError::Count)> upstream_errors{};
   std::uint64_t upstream_connections_opened = 0;
@@ -107,9 +112,11 @@ struct WorkerStats {
   std::int64_t downstream_connections_active = 0;
   std::int64_t upstream_connections_active = 0;
 
-  void countRequest(std::uint32_t route_id, std::uint32_t model_id, unsigned status) {
-    auto& by_class = requests[(std::uint64_t{route_id} << 32) | model_id];
-    ++by_class[status >= 100 && status < 600 ? status / 100 : 0];
+  // `seconds` < 0: an answer to a malformed head, with no duration to count.
+  void countRequest(std::uint32_t route_id, std::uint32_t model_id, unsigned status, double seconds = -1) {
+    auto& r = requests[(std::uint64_t{route_id} << 32) | model_id];
+    ++r.by_class[status >= 100 && status < 600 ? status / 100 : 0];
+    if (seconds >= 0) r.duration.observe(seconds);
   }
   void count(DownstreamError e) { ++downstream_errors[static_cast<std::size_t>(e)]; }
   void count(UpstreamError e) { ++upstream_errors[static_cast<std::size_t>(e)]; }

@@ -11,31 +11,65 @@
 
 #include <spdlog/spdlog.h>
 
-#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
 
 namespace infermesh::tracing {
 namespace {
 
-namespace otlp = opentelemetry::proto;
 using Clock = std::chrono::steady_clock;
 
-void setValue(otlp::common::v1::AnyValue& out, const Attribute& a) {
+// Protobuf wire format, for the few message shapes OTLP spans need.
+enum WireType : std::uint8_t { kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 5 };
+
+void varint(std::string& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out += static_cast<char>((v & 0x7F) | 0x80);
+    v >>= 7;
+  }
+  out += static_cast<char>(v);
+}
+void tag(std::string& out, unsigned field, WireType type) { varint(out, field << 3 | type); }
+void lenField(std::string& out, unsigned field, std::string_view bytes) {
+  tag(out, field, kLen);
+  varint(out, bytes.size());
+  out.append(bytes);
+}
+template <typename T>
+void fixed(std::string& out, unsigned field, T v) {
+  tag(out, field, sizeof(T) == 8 ? kFixed64 : kFixed32);
+  for (std::size_t i = 0; i < sizeof(T); ++i) out += static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i));
+}
+
+// KeyValue{1: key, 2: AnyValue{1: string | 2: bool | 3: int64 | 4: double}}
+void keyValue(std::string& out, unsigned field, const Attribute& a, std::string& scratch) {
+  std::string value;
   std::visit(
       [&](const auto& v) {
         using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) out.set_string_value(v);
-        else if constexpr (std::is_same_v<T, std::int64_t>) out.set_int_value(v);
-        else if constexpr (std::is_same_v<T, double>) out.set_double_value(v);
-        else out.set_bool_value(v);
+        if constexpr (std::is_same_v<T, std::string>) {
+          lenField(value, 1, v);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          tag(value, 2, kVarint);
+          varint(value, v ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, std::int64_t>) {
+          tag(value, 3, kVarint);
+          varint(value, static_cast<std::uint64_t>(v));
+        } else {
+          std::uint64_t bits;
+          static_assert(sizeof bits == sizeof v);
+          std::memcpy(&bits, &v, sizeof bits);
+          fixed(value, 4, bits);
+        }
       },
       a.value);
+  scratch.clear();
+  lenField(scratch, 1, a.key);
+  lenField(scratch, 2, value);
+  lenField(out, field, scratch);
 }
 
-void addAttribute(google::protobuf::RepeatedPtrField<otlp::common::v1::KeyValue>& to, const std::string& key,
-                  const std::string& value) {
-  auto* kv = to.Add();
-  kv->set_key(key);
-  kv->mutable_value()->set_string_value(value);
+template <std::size_t N>
+std::string_view bytesOf(const std::array<std::uint8_t, N>& id) {
+  return {reinterpret_cast<const char*>(id.data()), N};
 }
 
 // Waits until the socket can be read (or written); false on timeout.
@@ -264,35 +298,43 @@ bool OtlpExporter::post(const std::string& body, std::string& error) {
 }
 
 std::string OtlpExporter::encode(const std::vector<SpanData>& spans, const std::string& service_name) {
-  otlp::collector::trace::v1::ExportTraceServiceRequest req;
-  auto* rs = req.add_resource_spans();
-  addAttribute(*rs->mutable_resource()->mutable_attributes(), "service.name", service_name);
-  auto* ss = rs->add_scope_spans();
-  ss->mutable_scope()->set_name("infermesh");
+  std::string scratch, span, scope;
+  // ScopeSpans{1: InstrumentationScope{1: name}, 2: Span...}
+  lenField(scope, 1, std::string_view("\x0a\x09infermesh", 11));
   for (const auto& s : spans) {
-    auto* out = ss->add_spans();
-    out->set_trace_id(s.trace_id.data(), s.trace_id.size());
-    out->set_span_id(s.span_id.data(), s.span_id.size());
-    if (!isZero(s.parent_id)) out->set_parent_span_id(s.parent_id.data(), s.parent_id.size());
-    out->set_trace_state(s.tracestate);
+    span.clear();
+    lenField(span, 1, bytesOf(s.trace_id));
+    lenField(span, 2, bytesOf(s.span_id));
+    if (!s.tracestate.empty()) lenField(span, 3, s.tracestate);
+    if (!isZero(s.parent_id)) lenField(span, 4, bytesOf(s.parent_id));
+    lenField(span, 5, s.name);
+    tag(span, 6, kVarint);
+    varint(span, static_cast<std::uint64_t>(s.kind));
+    fixed(span, 7, s.start_ns);
+    fixed(span, 8, s.end_ns);
+    for (const auto& a : s.attributes) keyValue(span, 9, a, scratch);
+    if (s.error) {  // Status{2: message, 3: code = ERROR}
+      scratch.clear();
+      if (!s.status_message.empty()) lenField(scratch, 2, s.status_message);
+      tag(scratch, 3, kVarint);
+      varint(scratch, 2);
+      lenField(span, 15, scratch);
+    }
     // W3C flags in the low byte; bit 8 says whether the parent's remote
     // status is known, bit 9 that it is remote.
-    out->set_flags(s.flags | 0x100u | (s.remote_parent ? 0x200u : 0u));
-    out->set_name(s.name);
-    out->set_kind(static_cast<otlp::trace::v1::Span::SpanKind>(s.kind));
-    out->set_start_time_unix_nano(s.start_ns);
-    out->set_end_time_unix_nano(s.end_ns);
-    for (const auto& a : s.attributes) {
-      auto* kv = out->add_attributes();
-      kv->set_key(a.key);
-      setValue(*kv->mutable_value(), a);
-    }
-    if (s.error) {
-      out->mutable_status()->set_code(otlp::trace::v1::Status::STATUS_CODE_ERROR);
-      out->mutable_status()->set_message(s.status_message);
-    }
+    fixed(span, 16, static_cast<std::uint32_t>(s.flags | 0x100u | (s.remote_parent ? 0x200u : 0u)));
+    lenField(scope, 2, span);
   }
-  return req.SerializeAsString();
+  // ResourceSpans{1: Resource{1: KeyValue service.name}, 2: ScopeSpans}
+  std::string resource;
+  keyValue(resource, 1, Attribute{"service.name", service_name}, scratch);
+  std::string rs;
+  lenField(rs, 1, resource);
+  lenField(rs, 2, scope);
+  std::string out;
+  out.reserve(rs.size() + 8);
+  lenField(out, 1, rs);  // ExportTraceServiceRequest{1: ResourceSpans}
+  return out;
 }
 
 }  // namespace infermesh::tracing

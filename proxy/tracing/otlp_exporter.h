@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -23,7 +24,7 @@
 namespace infermesh::tracing {
 
 struct Attribute {
-  std::string key;
+  std::string_view key;  // a literal: attribute names are the conventions', never built per request
   std::variant<std::string, std::int64_t, double, bool> value;
 };
 
@@ -73,7 +74,10 @@ class OtlpExporter {
   // queue has no room: a trace is not cut in half. Never blocks.
   void enqueue(std::vector<SpanData>&& spans);
 
-  // An ExportTraceServiceRequest holding `spans`, serialized.
+  // An ExportTraceServiceRequest holding `spans`, serialized: written
+  // straight in protobuf's wire format (no message objects per span), with
+  // the field numbers of proto/opentelemetry; tests decode it with the
+  // generated classes.
   static std::string encode(const std::vector<SpanData>& spans, const std::string& service_name);
 
  private:

@@ -84,6 +84,8 @@ TEST_F(TelemetryTest, CountsTokensAndCostOfAnAnswer) {
   EXPECT_GT(overhead, 0);
   EXPECT_LT(overhead, metric("gen_ai_server_request_duration_seconds_sum", genai));
   EXPECT_EQ(metric("infermesh_genai_queue_seconds_count", "model=\"chat\""), 1);  // no circuit breaker: no wait
+  // The HTTP duration histogram is per route and served model too.
+  EXPECT_EQ(metricReaching("infermesh_http_request_duration_seconds_count", "route=\"v1\",model=\"chat\"", 1), 1);
   EXPECT_LT(metric("infermesh_genai_queue_seconds_sum", "model=\"chat\""), 0.01);
 }
 

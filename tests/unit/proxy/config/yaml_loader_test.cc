@@ -99,6 +99,14 @@ TEST_F(LoaderTest, WrongTypesAreReportedWithTheirPath) {
   EXPECT_EQ(e.field, "spec.limits.headerTimeout");
   EXPECT_NE(e.message.find("duration"), std::string::npos);
 
+  // A bare number has no unit: refused like any bad duration, never read
+  // as seconds.
+  for (const char* bare : {"500", "1.5", "0"}) {
+    e = onlyError(std::string(kListener) + "  limits:\n    headerTimeout: " + bare + "\n");
+    EXPECT_EQ(e.field, "spec.limits.headerTimeout") << bare;
+    EXPECT_NE(e.message.find("expected a duration with its unit such as \"250ms\""), std::string::npos) << e.message;
+  }
+
   e = onlyError(std::string(kListener) +
                 "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: m}\nspec:\n  aliases: small\n");
   EXPECT_EQ(e.field, "spec.aliases");
@@ -166,7 +174,10 @@ TEST_F(LoaderTest, SemanticErrors) {
       "  filters:\n    - name: compress\n    - name: router\n");
   EXPECT_EQ(e.field, "spec.filters[0].name");
   EXPECT_EQ(e.line, 7);
-  EXPECT_NE(e.message.find("unknown filter"), std::string::npos);
+  EXPECT_NE(e.message.find("unknown filter \"compress\" ("), std::string::npos) << e.message;
+  // The known ones are listed, sorted.
+  EXPECT_NE(e.message.find("authn, authz, direct_response, headers, ratelimit, router, telemetry"), std::string::npos)
+      << e.message;
 
   e = onlyError(std::string(kListener) + kModel +
                 "---\napiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: other}\n"

@@ -50,6 +50,10 @@ TEST(OtlpExporter, EncodesTheSpecsMessages) {
   EXPECT_EQ(out.start_time_unix_nano(), 1000u);
   EXPECT_EQ(out.end_time_unix_nano(), 2000u);
   EXPECT_EQ(out.status().code(), otlp::trace::v1::Status::STATUS_CODE_ERROR);
+  EXPECT_EQ(out.status().message(), "upstream_reset");
+  EXPECT_EQ(out.name(), "chat chat");
+  EXPECT_EQ(rs.scope_spans(0).scope().name(), "infermesh");
+  EXPECT_EQ(out.attributes(0).key(), "gen_ai.request.model");
   ASSERT_EQ(out.attributes_size(), 4);
   EXPECT_EQ(out.attributes(0).value().string_value(), "chat");
   EXPECT_EQ(out.attributes(1).value().int_value(), 12);
