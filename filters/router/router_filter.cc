@@ -107,6 +107,16 @@ bool isTraceHeader(std::string_view name) {
   return filter::equalsIgnoreCase(name, "traceparent") || filter::equalsIgnoreCase(name, "tracestate");
 }
 
+// The model's configured upstream headers, as HTTP/1.1 lines.
+void appendUpstreamHeaders(std::string& head, const config::ModelConfig& model) {
+  for (const auto& [name, value] : model.upstream_headers) {
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+}
+
 bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" || method == "DELETE";
 }
@@ -241,6 +251,7 @@ class RouterFilter final : public filter::StreamFilter {
     for (const auto& [name, value] : ctx.request.headers.fields()) {
       if (secret && filter::equalsIgnoreCase(name, cred.header)) continue;  // the model's own replaces it
       if (trace_ && isTraceHeader(name)) continue;  // written per attempt
+      if (!ctx.target_model->upstream_headers.empty() && ctx.target_model->setsHeader(name)) continue;
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "host") ||
           filter::equalsIgnoreCase(name, "content-length") || filter::equalsIgnoreCase(name, "expect") ||
           filter::equalsIgnoreCase(name, "x-request-id") || filter::equalsIgnoreCase(name, "x-forwarded-client-cert") ||
@@ -286,6 +297,7 @@ class RouterFilter final : public filter::StreamFilter {
       h += *secret;
       h += "\r\n";
     }
+    appendUpstreamHeaders(h, *ctx.target_model);
     if (!body_.empty() || ctx.request.method == "POST" || ctx.request.method == "PUT") {
       h += "content-length: ";
       h += std::to_string(body_.size());
@@ -307,6 +319,7 @@ class RouterFilter final : public filter::StreamFilter {
       std::string head = head_.substr(0, length_at_);
       if (auto secret = credentialFor(ctx, *m.model))
         head += m.model->upstream_credential.header + ": " + m.model->upstream_credential.prefix + *secret + "\r\n";
+      appendUpstreamHeaders(head, *m.model);
       // A shadow copy is a child of the request's span, not of an attempt.
       if (trace_) head += "traceparent: " + tracing::formatTraceparent(trace_->trace_id, trace_->span_id, trace_->flags) + "\r\n";
       head += "content-length: " + std::to_string(body.size()) + "\r\nx-infermesh-shadow: 1\r\nhost: ";
@@ -887,9 +900,11 @@ class RouterFilter final : public filter::StreamFilter {
     const auto& cred = ctx.target_model->upstream_credential;
     const auto secret = credentialFor(ctx, *ctx.target_model);
     if (secret) h.emplace_back(cred.header, cred.prefix + *secret);
+    for (const auto& [name, value] : ctx.target_model->upstream_headers) h.emplace_back(name, value);
     for (const auto& [name, value] : ctx.request.headers.fields()) {
       if (secret && filter::equalsIgnoreCase(name, cred.header)) continue;
       if (trace_ && isTraceHeader(name)) continue;
+      if (!ctx.target_model->upstream_headers.empty() && ctx.target_model->setsHeader(name)) continue;
       // `te: trailers` is the one hop-by-hop field HTTP/2 keeps (gRPC needs it).
       const bool te_trailers = filter::equalsIgnoreCase(name, "te") && filter::equalsIgnoreCase(value, "trailers");
       if ((!te_trailers && proxy::isHopByHop(name)) || filter::equalsIgnoreCase(name, "host") ||

@@ -247,6 +247,7 @@ bool sampledByRatio(const tracing::TraceId& id, double ratio) {
 constexpr std::size_t kContentLimit = 16 * 1024;
 
 std::string requestContent(std::string_view body) {
+  if (body.empty()) return {};
   simdjson::dom::parser parser;
   simdjson::dom::object obj;
   if (parser.parse(body.data(), body.size()).get_object().get(obj)) return {};
@@ -258,6 +259,7 @@ std::string requestContent(std::string_view body) {
 }
 
 std::string responseContent(std::string_view body) {
+  if (body.empty()) return {};
   simdjson::dom::parser parser;
   simdjson::dom::object obj;
   if (parser.parse(body.data(), body.size()).get_object().get(obj)) return {};
@@ -287,6 +289,7 @@ void appendDeltaText(std::string_view event, std::string& text) {
     at = eol + 1;
     if (!line.starts_with("data:")) continue;
     line.remove_prefix(5);
+    if (line.empty()) continue;
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
     if (parser.parse(line.data(), line.size()).get(doc)) continue;

@@ -218,6 +218,31 @@ class Compiler {
       if (uc.prefix.find_first_of("\r\n") != std::string::npos)
         errors_.push_back(m.error("spec.upstreamCredential.prefix", "must be on one line"));
     }
+    for (const auto& [raw, value] : spec.upstream_headers()) {
+      std::string name = raw;
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      const std::string path = "spec.upstreamHeaders." + raw;
+      static constexpr std::string_view kTchar = "!#$%&'*+-.^_`|~";
+      const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char ch) {
+        return std::isalnum(ch) || kTchar.find(static_cast<char>(ch)) != std::string_view::npos;
+      });
+      // The proxy's own: framing, hop-by-hop, and what it writes itself.
+      static constexpr std::array<std::string_view, 14> kReserved = {
+          "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade",
+          "proxy-connection", "expect", "x-request-id", "x-forwarded-for", "x-forwarded-client-cert", "traceparent",
+          "tracestate"};
+      if (!token)
+        errors_.push_back(m.error(path, "must be a header name"));
+      else if (std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end())
+        errors_.push_back(m.error(path, "is set by the proxy itself and cannot be configured"));
+      else if (name == mc.upstream_credential.header)
+        errors_.push_back(m.error(path, "is the upstreamCredential's header"));
+      else if (value.size() > 4096 || value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+        errors_.push_back(m.error(path, "must be one line of at most 4096 bytes"));
+      else
+        mc.upstream_headers.emplace_back(std::move(name), value);
+    }
+    std::sort(mc.upstream_headers.begin(), mc.upstream_headers.end());
     if (spec.has_outlier_detection()) {
       const auto& od = spec.outlier_detection();
       mc.outlier.consecutive_failures = od.consecutive_failures();
@@ -778,6 +803,12 @@ CompileResult loadAndCompile(const std::string& path, std::uint64_t version) {
   // protos); hand them back to the OS instead of keeping them as idle RSS.
   ::malloc_trim(0);
   return result;
+}
+
+bool ModelConfig::setsHeader(std::string_view name) const {
+  for (const auto& [n, v] : upstream_headers)
+    if (filter::equalsIgnoreCase(n, name)) return true;
+  return false;
 }
 
 }  // namespace infermesh::config

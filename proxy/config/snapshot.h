@@ -143,6 +143,10 @@ struct ModelConfig {
   double price_cached_in_per_1k = 0;
   std::vector<std::string> regions;
   UpstreamCredentialConfig upstream_credential;
+  // Added to every upstream request (names lowercase, sorted), replacing
+  // a client's of the same name.
+  std::vector<std::pair<std::string, std::string>> upstream_headers;
+  bool setsHeader(std::string_view name) const;
   // What `in` input tokens (`cached` of them served from the engine's
   // prompt cache) and `out` output tokens cost, in the pricing's currency.
   double cost(std::int64_t in, std::int64_t cached, std::int64_t out) const {

@@ -148,3 +148,26 @@ for i, (h, siglen) in enumerate(headers):
         save("jwt_fuzz", t + b"\0" + jwks_docs[(i + j) % len(jwks_docs)].encode())
 for bad in [b"a.b", b"a.b.c.d", b"..", b"eyJhbGciOiJFUzI1NiJ9=.e30.", b"eyJhbGciOiJFUzI1NiJ9.e30+.AA"]:
     save("jwt_fuzz", bad)
+
+# Trace context: traceparent NUL tracestate NUL body.
+for parent, state, body in [
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+     '{"model":"chat","user":"ana","seed":7,"n":true}'),
+    ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-future", "", '{"user":{"nested":1}}'),
+    ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "a=b", "not json"),
+    ("ff-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", "x" * 600, "[]"),
+]:
+    save("trace_context_fuzz", parent + "\0" + state + "\0" + body)
+
+# Responses: a content-type byte (0 SSE, 1 NDJSON, 2 JSON), chunks cut at 0xFF.
+sse = ('data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n\xff'
+       'data: {"choices":[{"delta":{"content":"lo"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":5,'
+       '"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}\n\n\xffdata: [DONE]\n\n')
+anthropic = ('event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":9,'
+             '"cache_read_input_tokens":4}}}\r\n\r\nevent: content_block_delta\ndata: {"type":"content_block_delta",'
+             '"delta":{"type":"text_delta","text":"hi"}}\r\n\r\n\xffevent: message_delta\ndata: {"type":"message_delta",'
+             '"usage":{"output_tokens":3}}\r\n\r\n')
+for kind, body in [(0, sse), (0, anthropic), (1, '{"response":"a","done":false}\n{"done":true,"prompt_eval_count":3}\n'),
+                   (2, '{"choices":[{"message":{"role":"assistant","content":"x"}}],"usage":{"prompt_tokens":3,'
+                       '"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":1}}}')]:
+    save("response_events_fuzz", bytes([kind]) + body.encode("latin-1"))

@@ -16,7 +16,8 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 build="${FUZZ_BUILD_DIR:-build-fuzz}"
 seconds="${FUZZ_SECONDS:-20}"
 all=(model_extractor_fuzz grpc_message_fuzz orca_load_report_fuzz path_normalizer_fuzz spiffe_id_fuzz
-  json_string_fuzz yaml_config_fuzz xds_response_fuzz http1_request_fuzz jwt_fuzz)
+  json_string_fuzz yaml_config_fuzz xds_response_fuzz http1_request_fuzz jwt_fuzz trace_context_fuzz
+  response_events_fuzz)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all[*]}}"
 
 CXX="${FUZZ_CXX:-clang++-14}" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

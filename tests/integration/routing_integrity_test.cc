@@ -135,6 +135,45 @@ TEST_F(RoutingIntegrityTest, PathsAreNormalisedOverHttp2Too) {
   EXPECT_EQ(got[0].target, "/v1/chat/completions");
 }
 
+TEST_F(RoutingIntegrityTest, AModelsUpstreamHeadersReplaceTheClientsOverBothProtocols) {
+  const std::string headers = "upstreamHeaders: {anthropic-version: '2023-06-01', X-Provider: set-by-mesh}";
+  start(doc("Model", "provider", "{" + headers + ", endpoints: [{address: '" + http1.address() + "'}]}") +
+        doc("Model", "provider-h2", "{" + headers + ", upstreamProtocol: http2, endpoints: [{address: '" +
+                                        http2.address() + "'}]}") +
+        doc("Route", "provider", "{order: 2, match: {pathPrefix: /v1/, headers: [{name: x-case, value: p1}]}, model: provider}") +
+        doc("Route", "provider-h2",
+            "{order: 2, match: {pathPrefix: /v1/, headers: [{name: x-case, value: p2}]}, model: provider-h2}"));
+  for (const char* c : {"p1", "p2"})
+    ASSERT_EQ(post("/v1/chat/completions", {{"x-case", c}, {"x-provider", "from-client"}}).status, 200) << c;
+  ASSERT_EQ(post("/v1/chat/completions", {{"x-provider", "from-client"}}).status, 200);  // another model: untouched
+  const auto h1 = http1.waitFor(2);
+  const auto h2 = http2.waitFor(1);
+  ASSERT_EQ(h1.size(), 2u);
+  ASSERT_EQ(h2.size(), 1u);
+  for (const auto* g : {&h1[0], &h2[0]}) {
+    EXPECT_EQ(g->header("anthropic-version"), "2023-06-01") << g->head;
+    EXPECT_EQ(g->header("x-provider"), "set-by-mesh") << g->head;
+    EXPECT_EQ(g->count("x-provider"), 1) << g->head;
+  }
+  EXPECT_EQ(h1[1].header("x-provider"), "from-client");
+  EXPECT_EQ(h1[1].count("anthropic-version"), 0);
+}
+
+TEST_F(RoutingIntegrityTest, UpstreamHeadersTheProxyOwnsAreRefused) {
+  dir.write("config.yaml",
+            "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec: {address: '127.0.0.1:0', "
+            "filters: [{name: router}]}\n" +
+                doc("Model", "m",
+                    "{upstreamHeaders: {Host: a, content-length: '3', 'bad name': x, x-api-key: k}, "
+                    "upstreamCredential: {header: x-api-key, valueFile: /dev/null}, endpoints: [{address: '127.0.0.1:1'}]}"));
+  const auto r = runCommand(bin_dir + "/controlplane/infermeshctl validate " + dir.path() + " 2>&1");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("spec.upstreamHeaders.Host: is set by the proxy itself"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("spec.upstreamHeaders.content-length: is set by the proxy itself"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("spec.upstreamHeaders.bad name: must be a header name"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("spec.upstreamHeaders.x-api-key: is the upstreamCredential's header"), std::string::npos) << r.out;
+}
+
 TEST_F(RoutingIntegrityTest, InternalHeadersFromClientsNeverReachTheModel) {
   start();
   ASSERT_EQ(post("/v1/chat/completions", {{"x-infermesh-shadow", "1"}, {"X-Infermesh-Regions", "eu"}}).status, 200);
