@@ -154,12 +154,27 @@ int explain(const std::string& dir, const std::string& model, const std::string&
     std::printf("  route %-24s %s\n", route.name.c_str(), why_not.empty() ? "MATCHES" : "no:");
     for (const auto& w : why_not) std::printf("      - %s\n", w.c_str());
     if (!why_not.empty()) continue;
+    static const char* kPolicy[] = {"least request", "weighted round robin", "ewma", "consistent hash", "load aware"};
+    auto endpoints = [](const config::ModelConfig& m, const char* indent) {
+      std::printf("%sendpoints (%s; ejected, resting or unhealthy ones are skipped):\n", indent,
+                  kPolicy[static_cast<int>(m.lb.policy)]);
+      for (const auto& ep : m.endpoints)
+        std::printf("%s  %s (%s:%u)%s%s\n", indent, ep.address.c_str(), ep.ip.c_str(), ep.port,
+                    ep.region.empty() ? "" : (" region=" + ep.region).c_str(),
+                    ep.zone.empty() ? "" : (" zone=" + ep.zone).c_str());
+    };
+    // A split ignores the body's model: each arm is a model of its own,
+    // with its share of requests and its own endpoints.
+    const config::ModelConfig* target = route.split.empty() ? (route.target ? route.target : named) : nullptr;
     if (!route.split.empty()) {
-      std::printf("\nresult: route %s -> weighted split:\n", route.name.c_str());
-      for (const auto& w : route.split)
-        std::printf("  %-24s weight %u (%.1f%%)\n", w.model->name.c_str(), w.weight, 100.0 * w.weight / route.split_total);
+      std::printf("\nresult: route %s -> weighted split over %zu models:\n", route.name.c_str(), route.split.size());
+      for (const auto& w : route.split) {
+        std::printf("  arm %-20s weight %u of %u (%.1f%% of requests), sent upstream as \"%s\"\n",
+                    w.model->name.c_str(), w.weight, route.split_total, 100.0 * w.weight / route.split_total,
+                    w.model->upstream_model.c_str());
+        endpoints(*w.model, "    ");
+      }
     }
-    const config::ModelConfig* target = route.target ? route.target : named;
     if (model == "auto") {
       static const char* kObjective[] = {"cheapest", "fastest", "preference"};
       std::printf("\nresult: route %s -> the %s model with capability \"%s\" (x-infermesh-capability overrides)\n",
@@ -180,14 +195,9 @@ int explain(const std::string& dir, const std::string& model, const std::string&
       std::printf("\n");
     }
     if (target == nullptr) return 0;
-    static const char* kPolicy[] = {"least request", "weighted round robin", "ewma", "consistent hash", "load aware"};
     std::printf("\nresult: route %s -> model %s (sent upstream as \"%s\")\n", route.name.c_str(), target->name.c_str(),
                 target->upstream_model.c_str());
-    std::printf("endpoints (%s; ejected, resting or unhealthy ones are skipped):\n",
-                kPolicy[static_cast<int>(target->lb.policy)]);
-    for (const auto& ep : target->endpoints)
-      std::printf("  %s (%s:%u)%s%s\n", ep.address.c_str(), ep.ip.c_str(), ep.port,
-                  ep.region.empty() ? "" : (" region=" + ep.region).c_str(), ep.zone.empty() ? "" : (" zone=" + ep.zone).c_str());
+    endpoints(*target, "");
     return 0;
   }
   std::printf("\nresult: 404 no_route\n");

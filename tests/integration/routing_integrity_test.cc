@@ -174,6 +174,34 @@ TEST_F(RoutingIntegrityTest, UpstreamHeadersTheProxyOwnsAreRefused) {
   EXPECT_NE(r.out.find("spec.upstreamHeaders.x-api-key: is the upstreamCredential's header"), std::string::npos) << r.out;
 }
 
+TEST_F(RoutingIntegrityTest, ExplainShowsEachArmOfASplitWithItsOwnEndpoints) {
+  dir.write("config.yaml",
+            "apiVersion: infermesh.io/v1\nkind: Listener\nmetadata: {name: main}\nspec: {address: '127.0.0.1:0', "
+            "filters: [{name: router}]}\n" +
+                doc("Model", "stable", "{endpoints: [{address: '10.0.0.1:8000', region: eu}]}") +
+                doc("Model", "canary", "{upstreamModel: llama-next, endpoints: [{address: '10.0.0.2:8000'}, "
+                                       "{address: '10.0.0.3:8000'}]}") +
+                doc("Route", "canary", "{match: {pathPrefix: /v1/}, split: [{model: stable, weight: 90}, "
+                                       "{model: canary, weight: 10}]}"));
+  const auto r = runCommand(bin_dir + "/controlplane/infermeshctl explain --config-dir " + dir.path() +
+                            " --model anything --path /v1/chat/completions 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto stable = r.out.find("arm stable");
+  const auto canary = r.out.find("arm canary");
+  ASSERT_NE(stable, std::string::npos) << r.out;
+  ASSERT_NE(canary, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("weight 90 of 100 (90.0% of requests)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("weight 10 of 100 (10.0% of requests), sent upstream as \"llama-next\""), std::string::npos)
+      << r.out;
+  // Each arm's endpoints under it, and no single-model result.
+  const auto ep1 = r.out.find("10.0.0.1:8000");
+  const auto ep2 = r.out.find("10.0.0.2:8000");
+  EXPECT_TRUE(stable < ep1 && ep1 < canary) << r.out;
+  EXPECT_GT(ep2, canary) << r.out;
+  EXPECT_NE(r.out.find("region=eu"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("-> model"), std::string::npos) << r.out;
+}
+
 TEST_F(RoutingIntegrityTest, InternalHeadersFromClientsNeverReachTheModel) {
   start();
   ASSERT_EQ(post("/v1/chat/completions", {{"x-infermesh-shadow", "1"}, {"X-Infermesh-Regions", "eu"}}).status, 200);
