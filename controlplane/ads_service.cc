@@ -6,10 +6,12 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <deque>
-#include <map>
 #include <optional>
 
+#include "controlplane/iso_time.h"
+#include "controlplane/stream_sync.h"
 #include "proxy/common/json_string.h"
 #include "xds/resource_types.h"
 #include "xds/server_stream.h"
@@ -23,13 +25,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 config::Labels labelsOf(const dv1::Node& node) { return {node.labels().begin(), node.labels().end()}; }
-
-std::string isoNow() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 dv1::DiscoveryResponse toWire(const xds::PreparedResponse& p) {
   dv1::DiscoveryResponse r;
@@ -48,7 +43,7 @@ template <typename Req, typename Resp, typename Stream>
 class Reactor final : public grpc::ServerBidiReactor<Req, Resp>, public AdsStream {
  public:
   Reactor(AdsService& service, grpc::CallbackServerContext* context, const char* kind)
-      : service_(service), peer_(context->peer()), since_(isoNow()), kind_(kind) {
+      : service_(service), peer_(context->peer()), since_(isoTime(std::chrono::system_clock::now())), kind_(kind) {
     this->StartRead(&request_);
   }
 
@@ -62,11 +57,12 @@ class Reactor final : public grpc::ServerBidiReactor<Req, Resp>, public AdsStrea
       std::lock_guard lock(mu_);
       if (!stream_) {
         node_ = request_.node();
-        stream_.emplace(service_.cache().snapshotFor(labelsOf(node_)));
+        const NodeConfig config = service_.cache().configFor(labelsOf(node_));
+        stream_.emplace(config.snapshot);
+        sync_.onConfig(config);
         first = true;
       }
-      countAnswer(request_);
-      enqueue(stream_->onRequest(request_));
+      onRequest(request_);
     }
     if (first) {
       service_.add(this);
@@ -94,7 +90,9 @@ class Reactor final : public grpc::ServerBidiReactor<Req, Resp>, public AdsStrea
   void push() override {
     std::lock_guard lock(mu_);
     if (!stream_ || finished_) return;
-    enqueue(stream_->onSnapshot(service_.cache().snapshotFor(labelsOf(node_))));
+    const NodeConfig config = service_.cache().configFor(labelsOf(node_));
+    sync_.onConfig(config);
+    enqueue(stream_->onSnapshot(config.snapshot));
   }
 
   std::string statusJson() const override {
@@ -112,63 +110,57 @@ class Reactor final : public grpc::ServerBidiReactor<Req, Resp>, public AdsStrea
     }
     out += "},\"peer\":";
     appendJsonString(out, peer_);
-    out += ",\"connected_since\":\"" + since_ + "\",\"types\":{";
-    first = true;
-    for (const auto& [type, t] : types_) {
-      if (!first) out += ',';
-      first = false;
-      appendJsonString(out, type.substr(type.rfind('.') + 1));
-      out += ":{\"sent_version\":";
-      appendJsonString(out, t.sent_version);
-      out += ",\"acked_version\":";
-      appendJsonString(out, t.acked_version);
-      out += ",\"last_nack\":";
-      if (t.last_nack) appendJsonString(out, *t.last_nack);
-      else out += "null";
-      out += "}";
-    }
-    return out + "}}";
+    out += ",\"connected_since\":\"" + since_ + "\"";
+    // Judged against the config in force now, which a push may not have
+    // brought to this stream yet (then the type shows as not sent).
+    sync_.appendJson(out, service_.cache().configFor(labelsOf(node_)), Clock::now(),
+                     std::chrono::system_clock::now());
+    return out + "}";
   }
 
  private:
-  struct TypeView {
-    std::string sent_version, sent_nonce, acked_version;
-    std::optional<std::string> last_nack;
-    Clock::time_point sent_at;
-  };
-
   static const std::string& versionOf(const xds::PreparedResponse& p) { return p.version; }
   static const std::string& versionOf(const dv1::DeltaDiscoveryResponse& r) { return r.system_version_info(); }
   static const std::string& nonceOf(const xds::PreparedResponse& p) { return p.nonce; }
   static const std::string& nonceOf(const dv1::DeltaDiscoveryResponse& r) { return r.nonce(); }
+  // The version a first request says the proxy holds: SotW carries it;
+  // delta carries per-resource versions only.
+  static std::string reportedVersion(const dv1::DiscoveryRequest& r) { return r.version_info(); }
+  static std::string reportedVersion(const dv1::DeltaDiscoveryRequest&) { return {}; }
+
+  void onRequest(const Req& req) {
+    const auto now = Clock::now();
+    if (req.response_nonce().empty()) {
+      auto out = stream_->onRequest(req);
+      const bool sends = std::any_of(out.begin(), out.end(), [&](const auto& o) { return typeOf(o) == req.type_url(); });
+      sync_.onSubscribe(req.type_url(), reportedVersion(req), !sends, now);
+      enqueue(std::move(out));
+      return;
+    }
+    countAnswer(req, now);
+    enqueue(stream_->onRequest(req));
+  }
 
   // ACK/NACK bookkeeping for metrics and status (the protocol rules are in
   // Stream; this only observes).
-  void countAnswer(const Req& req) {
-    auto it = types_.find(req.type_url());
-    if (it == types_.end() || req.response_nonce().empty() || req.response_nonce() != it->second.sent_nonce) return;
-    TypeView& t = it->second;
-    t.sent_nonce.clear();
-    if (req.has_error_detail()) {
-      t.last_nack = req.error_detail().message();
+  void countAnswer(const Req& req, Clock::time_point now) {
+    std::optional<std::string> error;
+    if (req.has_error_detail()) error = req.error_detail().message();
+    const auto answer = sync_.onAnswer(req.type_url(), req.response_nonce(), error, now);
+    if (!answer) return;
+    if (!answer->acked) {
       service_.metrics().nacks->Increment();
-      spdlog::warn("{} NACKed {} version {}: {}", node_.id(), req.type_url(), t.sent_version,
-                   req.error_detail().message());
-    } else {
-      t.acked_version = t.sent_version;
-      t.last_nack.reset();
-      service_.metrics().acks->Increment();
-      service_.metrics().push_to_ack->Observe(std::chrono::duration<double>(Clock::now() - t.sent_at).count());
+      spdlog::warn("{} NACKed {} version {}: {}", node_.id(), req.type_url(), answer->version, *error);
+      return;
     }
+    service_.metrics().acks->Increment();
+    service_.metrics().push_to_ack->Observe(std::chrono::duration<double>(answer->since_sent).count());
   }
 
   template <typename Out>
   void enqueue(std::vector<Out> out) {
     for (auto& o : out) {
-      TypeView& t = types_[typeOf(o)];
-      t.sent_version = versionOf(o);
-      t.sent_nonce = nonceOf(o);
-      t.sent_at = Clock::now();
+      sync_.onSent(typeOf(o), versionOf(o), nonceOf(o), Clock::now());
       queue_.push_back(toWire(o));
       service_.metrics().pushes->Increment();
     }
@@ -199,7 +191,7 @@ class Reactor final : public grpc::ServerBidiReactor<Req, Resp>, public AdsStrea
   Req request_;
   dv1::Node node_;
   std::optional<Stream> stream_;
-  std::map<std::string, TypeView> types_;
+  StreamSync sync_;
   std::deque<Resp> queue_;  // front is being written
   bool writing_ = false;
   bool finished_ = false;

@@ -25,7 +25,8 @@ class AdsStream {
   virtual ~AdsStream() = default;
   // A new config is in the cache: send what changed for this node.
   virtual void push() = 0;
-  // JSON object: id, labels, peer, connected since, per-type versions, NACK.
+  // JSON object: id, labels, peer, connected since, and how far the proxy
+  // is in sync (StreamSync::appendJson).
   virtual std::string statusJson() const = 0;
 };
 

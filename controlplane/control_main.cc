@@ -17,6 +17,7 @@
 
 #include "controlplane/ads_service.h"
 #include "controlplane/dir_watcher.h"
+#include "controlplane/iso_time.h"
 #include "controlplane/snapshot_cache.h"
 #include "proxy/common/json_string.h"
 #include "proxy/config/compiler.h"
@@ -75,10 +76,11 @@ class ConfigLoader {
       return false;
     }
     last_error_.clear();
-    cache_.set(std::make_shared<const config::Resources>(std::move(loader.resources())), version);
+    cache_.set(std::make_shared<const config::Resources>(std::move(loader.resources())), version, dir_);
     ok_->Increment();
     version_gauge_->Set(static_cast<double>(version));
-    spdlog::info("config version {} loaded from {}", version, dir_);
+    spdlog::info("config version {} loaded from {} ({} resources changed)", version, dir_,
+                 cache_.lastLoad().changed_resources);
     return true;
   }
 
@@ -96,6 +98,16 @@ class ConfigLoader {
   prometheus::Counter* failed_;
   prometheus::Gauge* version_gauge_;
 };
+
+// The load in force, for /status: {"version":12,"loaded_at":"…Z","source":DIR,
+// "changed_resources":5}, or null before the first valid load.
+std::string loadJson(const controlplane::ConfigLoad& load) {
+  if (load.version == 0) return "null";
+  std::string out = "{\"version\":" + std::to_string(load.version) + ",\"loaded_at\":\"" +
+                    controlplane::isoTime(load.loaded_at) + "\",\"source\":";
+  common::appendJsonString(out, load.source);
+  return out + ",\"changed_resources\":" + std::to_string(load.changed_resources) + "}";
+}
 
 }  // namespace
 
@@ -178,6 +190,7 @@ int main(int argc, char** argv) {
         const std::string err = loader.lastError();
         if (err.empty()) r.body += "null";
         else common::appendJsonString(r.body, err);
+        r.body += ",\"config\":" + loadJson(cache.lastLoad());
         r.body += ",\"proxies\":" + ads.streamsJson() + "}";
       } else if (path == "/metrics") {
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -9,8 +9,10 @@
 #include <boost/beast/http.hpp>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "filters/router/route_matcher.h"
@@ -48,6 +50,112 @@ int validate(const std::string& path) {
   return 0;
 }
 
+// "3s ago", "4m ago", "2h ago", "5d ago".
+std::string ago(int64_t seconds) {
+  if (seconds < 120) return std::to_string(seconds) + "s ago";
+  if (seconds < 2 * 3600) return std::to_string(seconds / 60) + "m ago";
+  if (seconds < 2 * 86400) return std::to_string(seconds / 3600) + "h ago";
+  return std::to_string(seconds / 86400) + "d ago";
+}
+
+// Prints `text` with every line after the first indented by `indent`.
+void printIndented(std::string_view text, const char* indent) {
+  for (std::size_t start = 0; start <= text.size();) {
+    const auto nl = text.find('\n', start);
+    const auto line = text.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
+    std::printf("%s%.*s\n", start == 0 ? "" : indent, int(line.size()), line.data());
+    if (nl == std::string_view::npos) break;
+    start = nl + 1;
+  }
+}
+
+// The /status answer as a table: the control plane's config version, then
+// one row per proxy with each type's sync state, the config version the
+// proxy holds in full and how long ago it last ACKed; a line per NACK.
+void printStatus(simdjson::dom::element doc) {
+  simdjson::dom::object load;
+  int64_t version = 0;
+  if (!doc["config"].get_object().get(load)) {
+    std::string_view at, source;
+    int64_t changed = 0;
+    if (load["version"].get_int64().get(version)) version = 0;
+    if (load["loaded_at"].get_string().get(at)) at = "?";
+    if (load["source"].get_string().get(source)) source = "?";
+    if (load["changed_resources"].get_int64().get(changed)) changed = 0;
+    std::printf("CONTROL PLANE  version %lld (loaded %.*s from %.*s, %lld resource%s changed)\n",
+                static_cast<long long>(version), int(at.size()), at.data(), int(source.size()), source.data(),
+                static_cast<long long>(changed), changed == 1 ? "" : "s");
+  } else if (!doc["config_version"].get_int64().get(version) && version > 0) {
+    std::printf("CONTROL PLANE  version %lld\n", static_cast<long long>(version));  // an older control plane
+  } else {
+    std::printf("CONTROL PLANE  no valid config loaded\n");
+  }
+  std::string_view err;
+  if (!doc["last_config_error"].get_string().get(err)) {
+    std::printf("the last load was rejected, the version above stays in force:\n  ");
+    printIndented(err, "  ");
+  }
+
+  struct Column {
+    const char* key;     // in "types"
+    const char* header;  // in the table
+    const char* plural;  // in NACK lines
+  };
+  static const Column kTypes[] = {{"Listener", "LISTENERS", "listeners"},
+                                  {"Model", "MODELS", "models"},
+                                  {"Route", "ROUTES", "routes"},
+                                  {"Tenant", "TENANTS", "tenants"},
+                                  {"Policy", "POLICIES", "policies"}};
+  simdjson::dom::array proxies;
+  const bool any = !doc["proxies"].get_array().get(proxies) && proxies.size() > 0;
+  int id_width = 5;
+  if (any)
+    for (auto p : proxies) {
+      std::string_view id;
+      if (!p["id"].get_string().get(id)) id_width = std::max(id_width, int(id.size()));
+    }
+  std::printf("\n%-*s", id_width + 2, "PROXY");
+  for (const auto& c : kTypes) std::printf(" %-10s", c.header);
+  std::printf(" %-8s %-9s %-6s %s\n", "VERSION", "LAST ACK", "STREAM", "LABELS");
+  if (!any) {
+    std::printf("(no proxy connected)\n");
+    return;
+  }
+  for (auto p : proxies) {
+    std::string_view id, kind;
+    if (p["id"].get_string().get(id)) id = {};
+    if (p["stream"].get_string().get(kind)) kind = {};
+    std::string labels;
+    simdjson::dom::object lo;
+    if (!p["labels"].get_object().get(lo))
+      for (auto kv : lo) {
+        std::string_view v;
+        if (kv.value.get_string().get(v)) v = {};
+        labels += (labels.empty() ? "" : ",") + std::string(kv.key) + "=" + std::string(v);
+      }
+    std::printf("%-*.*s", id_width + 2, int(id.size()), id.data());
+    std::vector<std::string> nacks;
+    for (const auto& c : kTypes) {
+      auto t = p["types"][c.key];
+      std::string_view state;
+      if (t["state"].get_string().get(state)) state = "-";
+      std::printf(" %-10.*s", int(state.size()), state.data());
+      std::string_view detail;
+      if (state != "NACKED" || t["last_nack"].get_string().get(detail)) continue;
+      int64_t refused = 0;
+      std::string line = std::string("  NACKED ") + c.plural;
+      if (!t["nacked_config_version"].get_int64().get(refused)) line += " (version " + std::to_string(refused) + ")";
+      nacks.push_back(line + ": " + std::string(detail));
+    }
+    int64_t held = 0, age = 0;
+    const std::string v = p["config_version"].get_int64().get(held) ? "-" : std::to_string(held);
+    const std::string last = p["last_ack_age_seconds"].get_int64().get(age) ? "never" : ago(age);
+    std::printf(" %-8s %-9s %-6.*s %s\n", v.c_str(), last.c_str(), int(kind.size()), kind.data(),
+                labels.empty() ? "-" : labels.c_str());
+    for (const auto& n : nacks) printIndented(n, "    ");
+  }
+}
+
 int status(const std::string& address) {
   namespace asio = boost::asio;
   namespace http = boost::beast::http;
@@ -77,40 +185,7 @@ int status(const std::string& address) {
     std::fprintf(stderr, "unexpected answer from %s\n", address.c_str());
     return 1;
   }
-  int64_t version = 0;
-  if (doc["config_version"].get_int64().get(version)) version = {};
-  std::printf("config version %lld\n", static_cast<long long>(version));
-  std::string_view err;
-  if (!doc["last_config_error"].get_string().get(err)) std::printf("last config error:\n%.*s\n", int(err.size()), err.data());
-  std::printf("\n%-20s %-24s %-10s %-18s %-18s %-18s %s\n", "PROXY", "LABELS", "STREAM", "MODEL", "LISTENER", "ROUTE",
-              "LAST NACK");
-  simdjson::dom::array proxies;
-  if (doc["proxies"].get_array().get(proxies)) return 0;
-  for (auto p : proxies) {
-    std::string_view id, kind;
-    if (p["id"].get_string().get(id)) id = {};
-    if (p["stream"].get_string().get(kind)) kind = {};
-    std::string labels;
-    simdjson::dom::object lo;
-    if (!p["labels"].get_object().get(lo))
-      for (auto kv : lo) {
-        std::string_view v;
-        if (kv.value.get_string().get(v)) v = {};
-        labels += (labels.empty() ? "" : ",") + std::string(kv.key) + "=" + std::string(v);
-      }
-    std::string nack = "-";
-    auto acked = [&](const char* type) -> std::string {
-      std::string_view v, n;
-      auto t = p["types"][type];
-      if (t["acked_version"].get_string().get(v)) return "-";
-      if (!t["last_nack"].get_string().get(n)) nack = std::string(type) + ": " + std::string(n);
-      std::string s(v);
-      return s.empty() ? "-" : s.substr(0, 8) + (t["sent_version"].get_string().value_unsafe() == v ? "" : " (old)");
-    };
-    const std::string m = acked("Model"), l = acked("Listener"), r = acked("Route");
-    std::printf("%-20.*s %-24s %-10.*s %-18s %-18s %-18s %s\n", int(id.size()), id.data(), labels.c_str(),
-                int(kind.size()), kind.data(), m.c_str(), l.c_str(), r.c_str(), nack.c_str());
-  }
+  printStatus(doc);
   return 0;
 }
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "xds/resource_types.h"
+
 namespace infermesh::controlplane {
 
 std::shared_ptr<const xds::Snapshot> buildSnapshot(const config::Resources& resources) {
@@ -14,16 +16,41 @@ std::shared_ptr<const xds::Snapshot> buildSnapshot(const config::Resources& reso
   return b.build();
 }
 
-void SnapshotCache::set(std::shared_ptr<const config::Resources> resources, std::uint64_t version) {
+std::size_t changedResources(const xds::Snapshot* before, const xds::Snapshot& after) {
+  std::size_t changed = 0;
+  for (const auto& type : xds::pushOrder()) {
+    const xds::TypedResources* old = before ? before->get(type) : nullptr;
+    const xds::TypedResources* now = after.get(type);
+    if (now != nullptr)
+      for (const auto& [name, r] : now->by_name) {
+        if (old == nullptr) {
+          ++changed;
+          continue;
+        }
+        const auto it = old->by_name.find(name);
+        changed += it == old->by_name.end() || it->second.version() != r.version();
+      }
+    if (old != nullptr)
+      for (const auto& [name, r] : old->by_name) changed += now == nullptr || now->by_name.count(name) == 0;
+  }
+  return changed;
+}
+
+void SnapshotCache::set(std::shared_ptr<const config::Resources> resources, std::uint64_t version,
+                        std::string source) {
+  // Built outside the lock: streams keep reading the old config meanwhile.
+  auto everything = buildSnapshot(*resources);
   std::lock_guard lock(mu_);
+  load_ = ConfigLoad{version, std::chrono::system_clock::now(), std::move(source),
+                     changedResources(everything_.get(), *everything)};
+  everything_ = std::move(everything);
   resources_ = std::move(resources);
-  version_ = version;
   by_labels_.clear();
 }
 
-std::shared_ptr<const xds::Snapshot> SnapshotCache::snapshotFor(const config::Labels& labels) {
+NodeConfig SnapshotCache::configFor(const config::Labels& labels) {
   std::lock_guard lock(mu_);
-  if (!resources_) return nullptr;
+  if (!resources_) return {};
   std::string key;
   for (const auto& [k, v] : labels) key += k + "=" + v + ",";
   auto& snap = by_labels_[key];
@@ -32,12 +59,17 @@ std::shared_ptr<const xds::Snapshot> SnapshotCache::snapshotFor(const config::La
     if (auto err = snap->consistencyError(); !err.empty())
       spdlog::warn("snapshot for labels {{{}}} is inconsistent: {}", key, err);
   }
-  return snap;
+  return {snap, load_.version};
 }
 
 std::uint64_t SnapshotCache::version() const {
   std::lock_guard lock(mu_);
-  return version_;
+  return load_.version;
+}
+
+ConfigLoad SnapshotCache::lastLoad() const {
+  std::lock_guard lock(mu_);
+  return load_;
 }
 
 }  // namespace infermesh::controlplane

@@ -8,7 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 #include "tests/integration/proxy_fixture.h"
 
@@ -261,6 +264,159 @@ TEST_F(ControlPlaneTest, InfermeshctlValidateStatusExplain) {
   writeConfig("bad.yaml", "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: b}\nspec:\n  modle: x\n");
   EXPECT_EQ(ctl("validate " + config_dir, out), 1);
   EXPECT_NE(out.find("bad.yaml:5: Route/b: spec.modle: unknown field"), std::string::npos) << out;
+}
+
+// `infermeshctl status` read back as a table: each proxy's row as
+// header -> cell (cells are cut at the header's column starts, since
+// "NOT SENT" and "3s ago" hold spaces).
+struct StatusTable {
+  std::string text;
+  std::string control_plane;  // the CONTROL PLANE line
+  std::map<std::string, std::map<std::string, std::string>> rows;  // by proxy id
+  std::string cell(const std::string& id, const std::string& column) const {
+    auto r = rows.find(id);
+    if (r == rows.end()) return "(no row)";
+    auto c = r->second.find(column);
+    return c == r->second.end() ? "(no column)" : c->second;
+  }
+  // Every type column of the row says `state`.
+  bool all(const std::string& id, const std::string& state) const {
+    for (const char* c : {"LISTENERS", "MODELS", "ROUTES", "TENANTS", "POLICIES"})
+      if (cell(id, c) != state) return false;
+    return true;
+  }
+};
+
+StatusTable ctlStatus(int admin_port) {
+  StatusTable t;
+  ctl("status --control-plane 127.0.0.1:" + std::to_string(admin_port), t.text);
+  std::istringstream in(t.text);
+  std::vector<std::pair<std::string, std::size_t>> columns;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("CONTROL PLANE")) {
+      t.control_plane = line;
+    } else if (line.starts_with("PROXY")) {
+      for (const char* c : {"PROXY", "LISTENERS", "MODELS", "ROUTES", "TENANTS", "POLICIES", "VERSION", "LAST ACK",
+                            "STREAM", "LABELS"})
+        if (auto at = line.find(c); at != std::string::npos) columns.emplace_back(c, at);
+    } else if (!columns.empty() && !line.empty() && line[0] != ' ' && line[0] != '(') {
+      std::map<std::string, std::string> row;
+      for (std::size_t i = 0; i < columns.size(); ++i) {
+        const std::size_t from = columns[i].second;
+        const std::size_t to = i + 1 < columns.size() ? columns[i + 1].second : line.size();
+        std::string cell = from < line.size() ? line.substr(from, to - from) : "";
+        while (!cell.empty() && cell.back() == ' ') cell.pop_back();
+        row[columns[i].first] = cell;
+      }
+      t.rows[row["PROXY"]] = row;
+    }
+  }
+  return t;
+}
+
+TEST_F(ControlPlaneTest, StatusShowsEveryProxySyncedAtTheControlPlanesVersion) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  Proxy node = startMeshProxy("node-a", "node", "inbound");
+  StatusTable t;
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED") && t.all("node-a", "SYNCED");
+  })) << t.text;
+  // 2 models, 2 listeners and 1 route, all new at the first load.
+  EXPECT_EQ(t.control_plane.find("CONTROL PLANE  version 1 (loaded 20"), 0u) << t.text;
+  EXPECT_NE(t.control_plane.find("Z from " + config_dir + ", 5 resources changed)"), std::string::npos) << t.text;
+  for (const char* id : {"sidecar-1", "node-a"}) {
+    EXPECT_EQ(t.cell(id, "VERSION"), "1") << t.text;
+    EXPECT_TRUE(t.cell(id, "LAST ACK").ends_with("s ago")) << t.text;
+    EXPECT_EQ(t.cell(id, "STREAM"), "sotw") << t.text;
+  }
+  EXPECT_EQ(t.cell("node-a", "LABELS"), "role=node");
+  EXPECT_EQ(t.text.find("NACKED"), std::string::npos) << t.text;
+
+  // The JSON says the same, in the same numbers for both proxies.
+  const std::string st = httpGetBody(control_admin, "/status");
+  EXPECT_NE(st.find("\"config\":{\"version\":1,"), std::string::npos) << st;
+  EXPECT_NE(st.find("\"changed_resources\":5"), std::string::npos) << st;
+  std::size_t synced = 0;
+  for (auto at = st.find("\"config_version\":1,\"synced\":true"); at != std::string::npos;
+       at = st.find("\"config_version\":1,\"synced\":true", at + 1))
+    ++synced;
+  EXPECT_EQ(synced, 2u) << st;
+  EXPECT_NE(st.find("\"Tenant\":{\"state\":\"SYNCED\""), std::string::npos) << st;
+}
+
+TEST_F(ControlPlaneTest, StatusShowsTheNackForThatProxyAndType) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  Proxy node = startMeshProxy("node-a", "node", "inbound");
+  StatusTable t;
+  ASSERT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED") && t.all("node-a", "SYNCED");
+  })) << t.text;
+  // Valid for the control plane; the sidecar cannot move a running listener.
+  // The node's listener is untouched, so the node is in sync with the edit.
+  std::string moved = listener("outbound", "sidecar");
+  moved.replace(moved.find("127.0.0.1:0"), 11, "127.0.0.1:1");
+  writeConfig("listeners.yaml", moved + "---\n" + listener("inbound", "node"));
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.cell("sidecar-1", "LISTENERS") == "NACKED" && t.cell("node-a", "VERSION") == "2";
+  })) << t.text;
+  EXPECT_NE(t.control_plane.find("version 2 ("), std::string::npos) << t.text;
+  EXPECT_NE(t.control_plane.find(", 1 resource changed)"), std::string::npos) << t.text;
+  for (const char* c : {"MODELS", "ROUTES", "TENANTS", "POLICIES"}) EXPECT_EQ(t.cell("sidecar-1", c), "SYNCED") << t.text;
+  EXPECT_EQ(t.cell("sidecar-1", "VERSION"), "1") << t.text;  // its listeners are still version 1's
+  EXPECT_TRUE(t.all("node-a", "SYNCED")) << t.text;
+  // The error, right under the sidecar's row, and the only one.
+  const auto row = t.text.find("\nsidecar-1 ");
+  const auto nack = t.text.find("\n  NACKED listeners (version 2): ");
+  ASSERT_NE(row, std::string::npos) << t.text;
+  EXPECT_EQ(t.text.find('\n', row + 1), nack) << t.text;
+  EXPECT_NE(t.text.find("restart the proxy", nack), std::string::npos) << t.text;
+  EXPECT_EQ(t.text.find("\n  NACKED", nack + 1), std::string::npos) << t.text;
+
+  const std::string st = httpGetBody(control_admin, "/status");
+  EXPECT_NE(st.find("\"Listener\":{\"state\":\"NACKED\""), std::string::npos) << st;
+  EXPECT_NE(st.find("\"nacked_config_version\":2"), std::string::npos) << st;
+
+  // Undoing the edit: the sidecar already holds that content, and is in
+  // sync with the new version like the node.
+  writeConfig("listeners.yaml", listener("outbound", "sidecar") + "---\n" + listener("inbound", "node"));
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED") && t.cell("sidecar-1", "VERSION") == "3" && t.cell("node-a", "VERSION") == "3";
+  })) << t.text;
+}
+
+TEST_F(ControlPlaneTest, StatusShowsTheNewVersionInEveryRowOnceAcked) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  Proxy node = startMeshProxy("node-a", "node", "inbound");
+  StatusTable t;
+  ASSERT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.cell("sidecar-1", "VERSION") == "1" && t.cell("node-a", "VERSION") == "1";
+  })) << t.text;
+
+  std::string edited = models();
+  edited.replace(edited.find("[chat-alias]"), 12, "[chat-alias, brand-new]");
+  writeConfig("models.yaml", edited);
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED") && t.all("node-a", "SYNCED") && t.cell("sidecar-1", "VERSION") == "2" &&
+           t.cell("node-a", "VERSION") == "2";
+  })) << t.text;
+  EXPECT_NE(t.control_plane.find("version 2 ("), std::string::npos) << t.text;
+  EXPECT_NE(t.control_plane.find(", 1 resource changed)"), std::string::npos) << t.text;
+  EXPECT_EQ(status(sidecar, "brand-new"), 200);  // what status says is what the proxy serves
+
+  // Another edit, to routes only: every row moves on again.
+  writeConfig("routes.yaml", route("slow-model"));
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED") && t.all("node-a", "SYNCED") && t.cell("sidecar-1", "VERSION") == "3" &&
+           t.cell("node-a", "VERSION") == "3";
+  })) << t.text;
+  EXPECT_TRUE(t.cell("sidecar-1", "LAST ACK").ends_with("s ago")) << t.text;
 }
 
 TEST_F(ControlPlaneTest, ProxyWithoutCacheOrControlPlaneIsNotReady) {
