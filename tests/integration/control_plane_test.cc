@@ -94,6 +94,64 @@ class ControlPlaneTest : public ProxyTest {
   int control_admin = 0;
 };
 
+// Runs infermeshctl; returns its exit status and output.
+int ctl(const std::string& args, std::string& out) {
+  out.clear();
+  FILE* p = ::popen((binariesDir() + "/controlplane/infermeshctl " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int st = ::pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// `infermeshctl status` read back as a table: each proxy's row as
+// header -> cell (cells are cut at the header's column starts, since
+// "NOT SENT" and "3s ago" hold spaces).
+struct StatusTable {
+  std::string text;
+  std::string control_plane;  // the CONTROL PLANE line
+  std::map<std::string, std::map<std::string, std::string>> rows;  // by proxy id
+  std::string cell(const std::string& id, const std::string& column) const {
+    auto r = rows.find(id);
+    if (r == rows.end()) return "(no row)";
+    auto c = r->second.find(column);
+    return c == r->second.end() ? "(no column)" : c->second;
+  }
+  // Every type column of the row says `state`.
+  bool all(const std::string& id, const std::string& state) const {
+    for (const char* c : {"LISTENERS", "MODELS", "ROUTES", "TENANTS", "POLICIES"})
+      if (cell(id, c) != state) return false;
+    return true;
+  }
+};
+
+StatusTable ctlStatus(int admin_port) {
+  StatusTable t;
+  ctl("status --control-plane 127.0.0.1:" + std::to_string(admin_port), t.text);
+  std::istringstream in(t.text);
+  std::vector<std::pair<std::string, std::size_t>> columns;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("CONTROL PLANE")) {
+      t.control_plane = line;
+    } else if (line.starts_with("PROXY")) {
+      for (const char* c : {"PROXY", "LISTENERS", "MODELS", "ROUTES", "TENANTS", "POLICIES", "VERSION", "LAST ACK",
+                            "STREAM", "LABELS"})
+        if (auto at = line.find(c); at != std::string::npos) columns.emplace_back(c, at);
+    } else if (!columns.empty() && !line.empty() && line[0] != ' ' && line[0] != '(') {
+      std::map<std::string, std::string> row;
+      for (std::size_t i = 0; i < columns.size(); ++i) {
+        const std::size_t from = columns[i].second;
+        const std::size_t to = i + 1 < columns.size() ? columns[i + 1].second : line.size();
+        std::string cell = from < line.size() ? line.substr(from, to - from) : "";
+        while (!cell.empty() && cell.back() == ' ') cell.pop_back();
+        row[columns[i].first] = cell;
+      }
+      t.rows[row["PROXY"]] = row;
+    }
+  }
+  return t;
+}
+
 TEST_F(ControlPlaneTest, NodesGetTheirListenersAndFollowEdits) {
   Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
   Proxy node = startMeshProxy("node-1", "node", "inbound");
@@ -164,6 +222,18 @@ TEST_F(ControlPlaneTest, InvalidEditIsRejectedWholeAndShownInStatus) {
   EXPECT_EQ(scrape(control_admin, "infermesh_control_config_loads_total", "result=\"error\""), 1);
   EXPECT_EQ(status(sidecar, "chat-model"), 200);
   EXPECT_EQ(scrape(sidecar.admin, "infermesh_config_version"), 1);  // nothing reached the proxy
+  // infermeshctl names the rejected load under the version still in force.
+  StatusTable t;
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED");
+  })) << t.text;
+  EXPECT_EQ(t.control_plane.find("CONTROL PLANE  version 1 ("), 0u) << t.text;
+  EXPECT_NE(t.text.find("the last load was rejected, the version above stays in force:\n  "), std::string::npos)
+      << t.text;
+  EXPECT_NE(t.text.find("Route/broken: spec.model: model \"missing-model\" is not defined"), std::string::npos)
+      << t.text;
+  EXPECT_EQ(t.cell("sidecar-1", "VERSION"), "1") << t.text;
 }
 
 TEST_F(ControlPlaneTest, ProxiesRideOutTheControlPlaneAndServeFromCache) {
@@ -212,6 +282,13 @@ TEST_F(ControlPlaneTest, ReconnectToAControlPlaneWithNothingNewCountsAsConnected
   };
   EXPECT_TRUE(eventually([&] { return connectedLines() == 2; })) << connectedLines();
   EXPECT_EQ(status(sidecar, "chat-model"), 200);
+  // It said what it holds when it connected: in sync, with nothing sent.
+  StatusTable t;
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("sidecar-1", "SYNCED") && t.cell("sidecar-1", "VERSION") == "1";
+  })) << t.text;
+  EXPECT_EQ(scrape(control_admin, "infermesh_control_xds_responses_total", "event=\"sent\""), 0);
 }
 
 TEST_F(ControlPlaneTest, ProxyNacksWhatItCannotApplyAndKeepsServing) {
@@ -231,16 +308,6 @@ TEST_F(ControlPlaneTest, ProxyNacksWhatItCannotApplyAndKeepsServing) {
   // Not resent in a loop.
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(scrape(control_admin, "infermesh_control_xds_responses_total", "event=\"nacked\""), 1);
-}
-
-// Runs infermeshctl; returns its exit status and output.
-int ctl(const std::string& args, std::string& out) {
-  out.clear();
-  FILE* p = ::popen((binariesDir() + "/controlplane/infermeshctl " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 TEST_F(ControlPlaneTest, InfermeshctlValidateStatusExplain) {
@@ -264,54 +331,6 @@ TEST_F(ControlPlaneTest, InfermeshctlValidateStatusExplain) {
   writeConfig("bad.yaml", "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: b}\nspec:\n  modle: x\n");
   EXPECT_EQ(ctl("validate " + config_dir, out), 1);
   EXPECT_NE(out.find("bad.yaml:5: Route/b: spec.modle: unknown field"), std::string::npos) << out;
-}
-
-// `infermeshctl status` read back as a table: each proxy's row as
-// header -> cell (cells are cut at the header's column starts, since
-// "NOT SENT" and "3s ago" hold spaces).
-struct StatusTable {
-  std::string text;
-  std::string control_plane;  // the CONTROL PLANE line
-  std::map<std::string, std::map<std::string, std::string>> rows;  // by proxy id
-  std::string cell(const std::string& id, const std::string& column) const {
-    auto r = rows.find(id);
-    if (r == rows.end()) return "(no row)";
-    auto c = r->second.find(column);
-    return c == r->second.end() ? "(no column)" : c->second;
-  }
-  // Every type column of the row says `state`.
-  bool all(const std::string& id, const std::string& state) const {
-    for (const char* c : {"LISTENERS", "MODELS", "ROUTES", "TENANTS", "POLICIES"})
-      if (cell(id, c) != state) return false;
-    return true;
-  }
-};
-
-StatusTable ctlStatus(int admin_port) {
-  StatusTable t;
-  ctl("status --control-plane 127.0.0.1:" + std::to_string(admin_port), t.text);
-  std::istringstream in(t.text);
-  std::vector<std::pair<std::string, std::size_t>> columns;
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("CONTROL PLANE")) {
-      t.control_plane = line;
-    } else if (line.starts_with("PROXY")) {
-      for (const char* c : {"PROXY", "LISTENERS", "MODELS", "ROUTES", "TENANTS", "POLICIES", "VERSION", "LAST ACK",
-                            "STREAM", "LABELS"})
-        if (auto at = line.find(c); at != std::string::npos) columns.emplace_back(c, at);
-    } else if (!columns.empty() && !line.empty() && line[0] != ' ' && line[0] != '(') {
-      std::map<std::string, std::string> row;
-      for (std::size_t i = 0; i < columns.size(); ++i) {
-        const std::size_t from = columns[i].second;
-        const std::size_t to = i + 1 < columns.size() ? columns[i + 1].second : line.size();
-        std::string cell = from < line.size() ? line.substr(from, to - from) : "";
-        while (!cell.empty() && cell.back() == ' ') cell.pop_back();
-        row[columns[i].first] = cell;
-      }
-      t.rows[row["PROXY"]] = row;
-    }
-  }
-  return t;
 }
 
 TEST_F(ControlPlaneTest, StatusShowsEveryProxySyncedAtTheControlPlanesVersion) {
