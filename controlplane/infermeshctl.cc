@@ -92,7 +92,8 @@ void printStatus(simdjson::dom::element doc) {
   }
   std::string_view err;
   if (!doc["last_config_error"].get_string().get(err)) {
-    std::printf("the last load was rejected, the version above stays in force:\n  ");
+    std::printf(version > 0 ? "the last load was rejected, the version above stays in force:\n  "
+                            : "the config directory is rejected:\n  ");
     printIndented(err, "  ");
   }
 
@@ -106,24 +107,24 @@ void printStatus(simdjson::dom::element doc) {
                                   {"Route", "ROUTES", "routes"},
                                   {"Tenant", "TENANTS", "tenants"},
                                   {"Policy", "POLICIES", "policies"}};
+  // Rows by proxy id, as the control plane lists streams in no set order.
+  std::vector<std::pair<std::string_view, simdjson::dom::element>> rows;
   simdjson::dom::array proxies;
-  const bool any = !doc["proxies"].get_array().get(proxies) && proxies.size() > 0;
-  int id_width = 5;
-  if (any)
+  if (!doc["proxies"].get_array().get(proxies))
     for (auto p : proxies) {
       std::string_view id;
-      if (!p["id"].get_string().get(id)) id_width = std::max(id_width, int(id.size()));
+      if (p["id"].get_string().get(id)) id = {};
+      rows.emplace_back(id, p);
     }
+  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  int id_width = 5;
+  for (const auto& [id, p] : rows) id_width = std::max(id_width, int(id.size()));
   std::printf("\n%-*s", id_width + 2, "PROXY");
   for (const auto& c : kTypes) std::printf(" %-10s", c.header);
   std::printf(" %-8s %-9s %-6s %s\n", "VERSION", "LAST ACK", "STREAM", "LABELS");
-  if (!any) {
-    std::printf("(no proxy connected)\n");
-    return;
-  }
-  for (auto p : proxies) {
-    std::string_view id, kind;
-    if (p["id"].get_string().get(id)) id = {};
+  if (rows.empty()) std::printf("(no proxy connected)\n");
+  for (const auto& [id, p] : rows) {
+    std::string_view kind;
     if (p["stream"].get_string().get(kind)) kind = {};
     std::string labels;
     simdjson::dom::object lo;

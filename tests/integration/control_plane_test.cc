@@ -438,6 +438,31 @@ TEST_F(ControlPlaneTest, StatusShowsTheNewVersionInEveryRowOnceAcked) {
   EXPECT_TRUE(t.cell("sidecar-1", "LAST ACK").ends_with("s ago")) << t.text;
 }
 
+TEST_F(ControlPlaneTest, StatusShowsNothingSentUntilAValidConfigLoads) {
+  control.reset();
+  writeConfig("routes.yaml", route() + doc("Route", "broken", "{model: missing-model}"));
+  startControlPlane("127.0.0.1:0");
+  auto p = Process::start({bin_dir + "/proxy/infermesh-proxy", "--control-plane", xds, "--node-id", "waiting",
+                           "--node-labels", "role=sidecar", "--admin", "127.0.0.1:0", "--workers", "1"},
+                          dir.path() + "/waiting.log");
+  StatusTable t;
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("waiting", "NOT SENT");
+  })) << t.text;
+  EXPECT_EQ(t.control_plane, "CONTROL PLANE  no valid config loaded") << t.text;
+  EXPECT_NE(t.text.find("the config directory is rejected:\n  "), std::string::npos) << t.text;
+  EXPECT_EQ(t.cell("waiting", "VERSION"), "-") << t.text;
+  EXPECT_EQ(t.cell("waiting", "LAST ACK"), "never") << t.text;
+
+  writeConfig("routes.yaml", route());
+  EXPECT_TRUE(eventually([&] {
+    t = ctlStatus(control_admin);
+    return t.all("waiting", "SYNCED") && t.cell("waiting", "VERSION") == "1";
+  })) << t.text;
+  EXPECT_EQ(t.text.find("rejected"), std::string::npos) << t.text;
+}
+
 TEST_F(ControlPlaneTest, ProxyWithoutCacheOrControlPlaneIsNotReady) {
   control.reset();
   auto p = Process::start({bin_dir + "/proxy/infermesh-proxy", "--control-plane", xds, "--node-id", "lonely",
