@@ -281,7 +281,7 @@ std::string responseContent(std::string_view body) {
 
 // Appends the text of one SSE event's delta (OpenAI chunks, Anthropic
 // content_block_delta) to `text`.
-void appendDeltaText(std::string_view event, std::string& text) {
+void appendDeltaText(std::string_view event, simdjson::dom::parser& parser, std::string& text) {
   for (std::size_t at = 0; at < event.size();) {
     std::size_t eol = event.find('\n', at);
     if (eol == std::string_view::npos) eol = event.size();
@@ -290,7 +290,6 @@ void appendDeltaText(std::string_view event, std::string& text) {
     if (!line.starts_with("data:")) continue;
     line.remove_prefix(5);
     if (line.empty()) continue;
-    simdjson::dom::parser parser;
     simdjson::dom::element doc;
     if (parser.parse(line.data(), line.size()).get(doc)) continue;
     std::string_view piece;
@@ -321,7 +320,7 @@ class TelemetryFilter final : public filter::StreamFilter {
   FilterStatus onResponseBody(StreamContext& ctx, filter::BodyChunk& chunk, bool) override {
     if (!trace_ || !trace_->sampled() || !trace_->capture_content) return FilterStatus::Continue;
     if (ctx.stream) {
-      filter::forEachEvent(chunk.view(), false, [&](std::string_view e) { appendDeltaText(e, output_); });
+      filter::forEachEvent(chunk.view(), false, [&](std::string_view e) { appendDeltaText(e, parser_, output_); });
     } else if (output_.size() < 4 * kContentLimit) {
       output_.append(chunk.view().substr(0, 4 * kContentLimit - output_.size()));
     }
@@ -509,6 +508,7 @@ class TelemetryFilter final : public filter::StreamFilter {
   std::int64_t tokens_in_flight_ = 0;
   tracing::StreamTrace* trace_ = nullptr;
   std::string input_, output_;  // content, when the route opted in
+  simdjson::dom::parser parser_;  // for a stream's events, kept across them
 };
 
 class Factory final : public filter::FilterFactory {

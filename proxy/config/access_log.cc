@@ -7,7 +7,8 @@ namespace infermesh::config {
 void readBodyFields(const AccessLogFormat& format, std::string_view body, std::vector<std::string>& out) {
   out.assign(format.body_keys.size(), std::string());
   if (body.empty()) return;  // (a null view's data must not reach the parser's copy)
-  simdjson::dom::parser parser;
+  // One parser per thread: its buffers are kept, so a request allocates none.
+  thread_local simdjson::dom::parser parser;
   simdjson::dom::object obj;
   if (parser.parse(body.data(), body.size()).get_object().get(obj)) return;
   constexpr std::size_t kMax = 256;

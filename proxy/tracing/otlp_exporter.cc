@@ -40,8 +40,8 @@ void fixed(std::string& out, unsigned field, T v) {
 }
 
 // KeyValue{1: key, 2: AnyValue{1: string | 2: bool | 3: int64 | 4: double}}
-void keyValue(std::string& out, unsigned field, const Attribute& a, std::string& scratch) {
-  std::string value;
+void keyValue(std::string& out, unsigned field, const Attribute& a, std::string& scratch, std::string& value) {
+  value.clear();
   std::visit(
       [&](const auto& v) {
         using T = std::decay_t<decltype(v)>;
@@ -298,7 +298,7 @@ bool OtlpExporter::post(const std::string& body, std::string& error) {
 }
 
 std::string OtlpExporter::encode(const std::vector<SpanData>& spans, const std::string& service_name) {
-  std::string scratch, span, scope;
+  std::string scratch, value, span, scope;
   // ScopeSpans{1: InstrumentationScope{1: name}, 2: Span...}
   lenField(scope, 1, std::string_view("\x0a\x09infermesh", 11));
   for (const auto& s : spans) {
@@ -312,7 +312,7 @@ std::string OtlpExporter::encode(const std::vector<SpanData>& spans, const std::
     varint(span, static_cast<std::uint64_t>(s.kind));
     fixed(span, 7, s.start_ns);
     fixed(span, 8, s.end_ns);
-    for (const auto& a : s.attributes) keyValue(span, 9, a, scratch);
+    for (const auto& a : s.attributes) keyValue(span, 9, a, scratch, value);
     if (s.error) {  // Status{2: message, 3: code = ERROR}
       scratch.clear();
       if (!s.status_message.empty()) lenField(scratch, 2, s.status_message);
@@ -327,7 +327,7 @@ std::string OtlpExporter::encode(const std::vector<SpanData>& spans, const std::
   }
   // ResourceSpans{1: Resource{1: KeyValue service.name}, 2: ScopeSpans}
   std::string resource;
-  keyValue(resource, 1, Attribute{"service.name", service_name}, scratch);
+  keyValue(resource, 1, Attribute{"service.name", service_name}, scratch, value);
   std::string rs;
   lenField(rs, 1, resource);
   lenField(rs, 2, scope);
