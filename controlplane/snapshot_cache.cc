@@ -8,11 +8,11 @@ namespace infermesh::controlplane {
 
 std::shared_ptr<const xds::Snapshot> buildSnapshot(const config::Resources& resources) {
   xds::SnapshotBuilder b;
-  for (const auto& m : resources.models) b.add(m.name, m.spec);
-  for (const auto& l : resources.listeners) b.add(l.name, l.spec);
-  for (const auto& r : resources.routes) b.add(r.name, r.spec);
-  for (const auto& t : resources.tenants) b.add(t.name, t.spec);
-  for (const auto& p : resources.policies) b.add(p.name, p.spec);
+  for (const auto& m : resources.models) b.add(m.name, m.spec, m.file, m.line);
+  for (const auto& l : resources.listeners) b.add(l.name, l.spec, l.file, l.line);
+  for (const auto& r : resources.routes) b.add(r.name, r.spec, r.file, r.line);
+  for (const auto& t : resources.tenants) b.add(t.name, t.spec, t.file, t.line);
+  for (const auto& p : resources.policies) b.add(p.name, p.spec, p.file, p.line);
   return b.build();
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <string>
 
 #include "infermesh/config/v1/config.pb.h"
 #include "xds/resource_types.h"
@@ -33,11 +34,14 @@ std::string deterministicBytes(const google::protobuf::Message& m) {
 
 }  // namespace
 
-void SnapshotBuilder::add(const std::string& name, const google::protobuf::Message& message) {
+void SnapshotBuilder::add(const std::string& name, const google::protobuf::Message& message,
+                          const std::string& source_file, int source_line) {
   discovery::v1::Resource r;
   r.set_name(name);
   r.mutable_resource()->PackFrom(message);
-  r.set_version(hashHex(deterministicBytes(message)));
+  r.set_source_file(source_file);
+  r.set_source_line(source_line);
+  r.set_version(hashHex(deterministicBytes(message) + '\0' + source_file + ':' + std::to_string(source_line)));
   types_[r.resource().type_url()].by_name[name] = std::move(r);
 }
 

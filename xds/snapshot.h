@@ -35,8 +35,11 @@ class Snapshot {
 
 class SnapshotBuilder {
  public:
-  // `message` is a config.v1 message; its content hash is its version.
-  void add(const std::string& name, const google::protobuf::Message& message);
+  // `message` is a config.v1 message; the hash of its content and of where
+  // it came from (`source_file`:`source_line`, shown in a proxy's
+  // /config_dump) is its version, so a document that moved is re-sent.
+  void add(const std::string& name, const google::protobuf::Message& message, const std::string& source_file = {},
+           int source_line = 0);
   // Type versions are content hashes too: a type whose resources did not
   // change keeps its version, so nothing is pushed for it.
   std::shared_ptr<const Snapshot> build();

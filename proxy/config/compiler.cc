@@ -13,6 +13,7 @@
 #include "proxy/config/governance_compiler.h"
 #include "proxy/config/rate_limit_compiler.h"
 #include "proxy/config/yaml_loader.h"
+#include "proxy/common/json_string.h"
 #include "proxy/common/spiffe_id.h"
 #include "proxy/stats/name_table.h"
 
@@ -88,7 +89,11 @@ void dumpResources(std::string& out, const char* key, const std::vector<Resource
     std::string spec;
     (void)pb::util::MessageToJsonString(list[i].spec, &spec, options);
     if (i) out += ',';
-    out += "{\"name\":\"" + list[i].name + "\",\"file\":\"" + list[i].file + "\",\"spec\":" + spec + "}";
+    out += "{\"name\":";
+    common::appendJsonString(out, list[i].name);
+    out += ",\"file\":";
+    common::appendJsonString(out, list[i].file);
+    out += ",\"line\":" + std::to_string(list[i].line) + ",\"spec\":" + spec + "}";
   }
   out += "]";
 }

@@ -15,6 +15,7 @@ template <typename Spec>
 struct Resource {
   std::string name;
   std::string file;
+  int line = 0;  // the document's first line (1-based); 0: unknown
   Spec spec;
   // Field path inside the document ("spec.model") -> 1-based line.
   std::map<std::string, int> lines;
@@ -24,7 +25,7 @@ struct Resource {
     for (std::string p = path;;) {
       if (auto it = lines.find(p); it != lines.end()) return it->second;
       auto cut = p.find_last_of(".[");
-      if (cut == std::string::npos) return 0;
+      if (cut == std::string::npos) return line;
       p.resize(cut);
     }
   }

@@ -244,11 +244,12 @@ class SpecWalker {
 };
 
 template <typename Spec>
-void addResource(std::vector<Resource<Spec>>& into, const YAML::Node& spec_node, std::string name,
-                 const std::string& file, ConfigErrors& errors) {
+void addResource(std::vector<Resource<Spec>>& into, const YAML::Node& doc, const YAML::Node& spec_node,
+                 std::string name, const std::string& file, ConfigErrors& errors) {
   Resource<Spec> r;
   r.name = std::move(name);
   r.file = file;
+  r.line = lineOf(doc);
   const std::string document = r.document();
   std::string json;
   std::size_t before = errors.size();
@@ -444,11 +445,11 @@ void YamlLoader::loadText(std::string_view text, const std::string& file) {
         continue;
       }
       if (!ok) continue;
-      if (k == "Listener") addResource(resources_.listeners, spec, name, file, errors_);
-      else if (k == "Model") addResource(resources_.models, spec, name, file, errors_);
-      else if (k == "Tenant") addResource(resources_.tenants, spec, name, file, errors_);
-      else if (k == "Policy") addResource(resources_.policies, spec, name, file, errors_);
-      else addResource(resources_.routes, spec, name, file, errors_);
+      if (k == "Listener") addResource(resources_.listeners, doc, spec, name, file, errors_);
+      else if (k == "Model") addResource(resources_.models, doc, spec, name, file, errors_);
+      else if (k == "Tenant") addResource(resources_.tenants, doc, spec, name, file, errors_);
+      else if (k == "Policy") addResource(resources_.policies, doc, spec, name, file, errors_);
+      else addResource(resources_.routes, doc, spec, name, file, errors_);
     } catch (const YAML::Exception& e) {
       fail(doc, "", std::string("invalid document: ") + e.what());
     }

@@ -22,7 +22,10 @@ void unpackAll(const dv1::DiscoveryResponse& r, std::vector<config::Resource<Spe
   for (const auto& res : r.resources()) {
     config::Resource<Spec> item;
     item.name = res.name();
-    item.file = "control-plane";
+    // The YAML file and line the control plane read it from; an older
+    // control plane does not say.
+    item.file = res.source_file().empty() ? "control-plane" : res.source_file();
+    item.line = res.source_line();
     if (res.resource().UnpackTo(&item.spec)) out.push_back(std::move(item));
   }
 }

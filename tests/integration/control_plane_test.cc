@@ -177,6 +177,26 @@ TEST_F(ControlPlaneTest, NodesGetTheirListenersAndFollowEdits) {
   EXPECT_EQ(st.find("\"last_nack\":\""), std::string::npos) << st;
 }
 
+// A proxy fed by the control plane names the YAML file and line each
+// resource came from, and follows a document that moved.
+TEST_F(ControlPlaneTest, ConfigDumpNamesTheYamlFileAndLine) {
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  const std::string models_file = "\"file\":\"" + config_dir + "/models.yaml\"";
+  std::string dump = httpGetBody(sidecar.admin, "/config_dump");
+  EXPECT_NE(dump.find("{\"name\":\"chat-model\"," + models_file + ",\"line\":1,"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("{\"name\":\"slow-model\"," + models_file + ",\"line\":6,"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("{\"name\":\"api\",\"file\":\"" + config_dir + "/routes.yaml\",\"line\":1,"),
+            std::string::npos)
+      << dump;
+  // Two comment lines above every document: the lines follow.
+  writeConfig("models.yaml", "# chat models\n# owned by the platform team\n" + models());
+  EXPECT_TRUE(eventually([&] {
+    dump = httpGetBody(sidecar.admin, "/config_dump");
+    return dump.find("{\"name\":\"slow-model\"," + models_file + ",\"line\":8,") != std::string::npos;
+  })) << dump;
+  EXPECT_NE(dump.find("{\"name\":\"chat-model\"," + models_file + ",\"line\":3,"), std::string::npos) << dump;
+}
+
 TEST_F(ControlPlaneTest, ConfigMapStyleSymlinkSwapIsOneReload) {
   // What a Kubernetes ConfigMap volume looks like: visible names are
   // symlinks through ..data, which is swapped atomically to a new directory.

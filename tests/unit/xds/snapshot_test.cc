@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/xds/xds_test_util.h"
+#include "infermesh/config/v1/config.pb.h"
 #include "xds/resource_types.h"
 
 namespace infermesh::xds {
@@ -22,6 +23,22 @@ TEST(Snapshot, VersionsFollowContentPerType) {
   // Every type exists, even when empty.
   ASSERT_NE(a->get(kListeners), nullptr);
   EXPECT_TRUE(a->get(kListeners)->by_name.empty());
+}
+
+TEST(Snapshot, SourceTravelsWithTheResourceAndIsPartOfItsVersion) {
+  config::v1::Model m;
+  m.add_endpoints()->set_address("127.0.0.1:9000");
+  auto at = [&](int line) {
+    SnapshotBuilder b;
+    b.add("m1", m, "/etc/infermesh/models.yaml", line);
+    return b.build();
+  };
+  const auto a = at(3), same = at(3), moved = at(9);
+  const auto& r = a->get(kModels)->by_name.at("m1");
+  EXPECT_EQ(r.source_file(), "/etc/infermesh/models.yaml");
+  EXPECT_EQ(r.source_line(), 3);
+  EXPECT_EQ(r.version(), same->get(kModels)->by_name.at("m1").version());
+  EXPECT_NE(r.version(), moved->get(kModels)->by_name.at("m1").version());
 }
 
 TEST(Snapshot, ConsistencyCheckFindsDanglingReferences) {

@@ -67,6 +67,22 @@ TEST_F(LoaderTest, CompilesAValidConfig) {
   EXPECT_NE(s.dump_json.find("\"chat-small\""), std::string::npos);
 }
 
+TEST_F(LoaderTest, EachResourceKnowsTheLineItsDocumentStartsOn) {
+  YamlLoader loader;
+  loader.loadText(std::string(kListener) + kModel, "test.yaml");
+  ASSERT_TRUE(loader.errors().empty()) << joinErrors(loader.errors());
+  EXPECT_EQ(loader.resources().listeners.at(0).line, 1);
+  EXPECT_EQ(loader.resources().models.at(0).line, 10);  // its first key, after the `---`
+  // A field the loader has no line for falls back to the document's.
+  EXPECT_EQ(loader.resources().models.at(0).lineOf("spec.nothing.here"), 10);
+  EXPECT_EQ(loader.resources().models.at(0).lineOf("no-such-root"), 10);
+  auto r = compile(loader.resources(), 1);
+  ASSERT_TRUE(r.snapshot) << joinErrors(r.errors);
+  EXPECT_NE(r.snapshot->dump_json.find("{\"name\":\"chat-small\",\"file\":\"test.yaml\",\"line\":10,"),
+            std::string::npos)
+      << r.snapshot->dump_json;
+}
+
 TEST_F(LoaderTest, UnknownFieldNamesFileDocumentFieldAndLine) {
   auto e = onlyError(std::string(kListener) + kModel +
                      "---\napiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: r}\nspec:\n  match:\n"
