@@ -1124,13 +1124,23 @@ class RouterFilter final : public filter::StreamFilter {
     filter::ResponseHead head;
     head.status = upstream_status_;
     head.reason.assign(source.reason());
+    // An inner hop (a node proxy) names the model it served in its own
+    // `x-infermesh-model`: the client gets one, this hop's, and the inner
+    // ones move to `x-infermesh-hops`, nearest first.
+    std::string inner_hops;
     source.forEachHeader([&](std::string_view name, std::string_view value) {
       if (proxy::isHopByHop(name) || filter::equalsIgnoreCase(name, "content-length") ||
           filter::equalsIgnoreCase(name, "x-request-id"))
         return;
+      if (filter::equalsIgnoreCase(name, "x-infermesh-model") || filter::equalsIgnoreCase(name, "x-infermesh-hops")) {
+        if (!inner_hops.empty()) inner_hops += ", ";
+        inner_hops += value;
+        return;
+      }
       head.headers.add(std::string(name), std::string(value));
     });
     head.headers.add("x-infermesh-model", model.name);
+    if (!inner_hops.empty()) head.headers.add("x-infermesh-hops", std::move(inner_hops));
     const bool sse = head.headers.get("content-type").value_or("").starts_with("text/event-stream");
     const bool all_held = source.done();
     const bool bodyless = all_held && held.empty() && source.trailers() == nullptr;

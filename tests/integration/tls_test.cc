@@ -210,6 +210,9 @@ TEST_F(TlsTest, UpstreamMutualTlsToANodeProxy) {
   EXPECT_NE(r.body.find(std::string("\"x-forwarded-client-cert\":\"URI=") + kAppId + "\""), std::string::npos) << r.body;
   r = httpRequest(port, "POST", "/v1/chat/completions", chatBody("chat-model", false), {{"x-hop", "hop"}});
   EXPECT_EQ(r.status, 200) << r.body;
+  // One x-infermesh-model, this hop's; the node's is in the hop header.
+  EXPECT_EQ(r.headers["x-infermesh-model"], "hop");
+  EXPECT_EQ(r.headers["x-infermesh-hops"], "chat-model");
   std::this_thread::sleep_for(200ms);  // the access log is written asynchronously
   std::string log;
   if (FILE* f = std::fopen((node_dir.path() + "/access.log").c_str(), "r")) {

@@ -117,7 +117,9 @@ HttpResponse HttpConnection::read(std::chrono::milliseconds timeout, bool head_r
     for (const auto& f : res) {
       std::string name(f.name_string());
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      out.headers[name] = std::string(f.value());
+      // A repeated header reads as one, comma-joined, so a test sees it twice.
+      auto [it, fresh] = out.headers.try_emplace(name, f.value());
+      if (!fresh) it->second.append(", ").append(f.value());
     }
     out.body = res.body();
   }

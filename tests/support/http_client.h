@@ -8,7 +8,7 @@ namespace infermesh::testing {
 
 struct HttpResponse {
   int status = 0;  // 0: no (complete) response head
-  std::map<std::string, std::string> headers;  // lower-case names
+  std::map<std::string, std::string> headers;  // lower-case names; repeats comma-joined
   std::string body;
   bool complete = false;  // the message ended as its framing says
   std::string error;
