@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <charconv>
 #include <functional>
+#include <map>
 
 #include "proxy/config/governance_compiler.h"
 #include "proxy/config/rate_limit_compiler.h"
@@ -112,6 +113,7 @@ class Compiler {
     for (const auto& m : snap->models)
       for (const auto& c : m.capabilities) snap->models_by_capability[c].push_back(&m);
     for (const auto& l : r_.listeners) listener(*snap, l);
+    mesh();
     std::vector<std::pair<int, RouteConfig>> ordered;
     for (const auto& rt : r_.routes) route(*snap, rt, ordered);
     // Descending `order`, then source order (stable sort keeps it).
@@ -147,6 +149,59 @@ class Compiler {
   }
 
  private:
+  // The Mesh is applied per proxy (applyMesh); here it is only checked,
+  // with the Models that name its nodes.
+  void mesh() {
+    const Resource<v1::Mesh>* mesh = r_.meshes.empty() ? nullptr : &r_.meshes.front();
+    for (std::size_t i = 1; i < r_.meshes.size(); ++i)
+      errors_.push_back(r_.meshes[i].error("", "a second Mesh (the first is Mesh/" + mesh->name + " in " + mesh->file +
+                                                   "); there is at most one"));
+    std::map<std::string, std::string> address_of;
+    if (mesh != nullptr) {
+      const auto& spec = mesh->spec;
+      if (spec.node_proxy_selector().empty())
+        errors_.push_back(mesh->error("spec.nodeProxySelector", "is required (the labels node proxies carry)"));
+      if (spec.nodes().empty()) errors_.push_back(mesh->error("spec.nodes", "at least one node is required"));
+      std::map<std::string, std::string> node_at;
+      for (int i = 0; i < spec.nodes_size(); ++i) {
+        const auto& n = spec.nodes(i);
+        const std::string path = "spec.nodes[" + std::to_string(i) + "]";
+        HostPort hp;
+        if (n.name().empty()) errors_.push_back(mesh->error(path + ".name", "is required"));
+        else if (!address_of.emplace(n.name(), n.address()).second)
+          errors_.push_back(mesh->error(path + ".name", "node \"" + n.name() + "\" is listed twice"));
+        if (auto err = splitHostPort(n.address(), hp, false); !err.empty())
+          errors_.push_back(mesh->error(path + ".address", err));
+        else if (auto [it, fresh] = node_at.emplace(n.address(), n.name()); !fresh)
+          errors_.push_back(mesh->error(path + ".address", "is also node \"" + it->second +
+                                                               "\"'s: each node has its own proxy"));
+      }
+      if (!spec.listener().empty()) {
+        bool found = false;
+        for (const auto& l : r_.listeners) found = found || l.name == spec.listener();
+        if (!found) errors_.push_back(mesh->error("spec.listener", "no Listener \"" + spec.listener() + "\""));
+      }
+      if (!spec.upstream_protocol().empty() && spec.upstream_protocol() != "http1" &&
+          spec.upstream_protocol() != "http2" && spec.upstream_protocol() != "auto")
+        errors_.push_back(mesh->error("spec.upstreamProtocol", "must be http1, http2 or auto"));
+    }
+    for (const auto& m : r_.models) {
+      int named = 0;
+      for (int i = 0; i < m.spec.endpoints_size(); ++i) {
+        const std::string& node = m.spec.endpoints(i).node();
+        if (node.empty()) continue;
+        ++named;
+        const std::string path = "spec.endpoints[" + std::to_string(i) + "].node";
+        if (mesh == nullptr)
+          errors_.push_back(m.error(path, "names node \"" + node + "\" but there is no Mesh to reach it by"));
+        else if (!address_of.contains(node))
+          errors_.push_back(m.error(path, "node \"" + node + "\" is not in Mesh/" + mesh->name + " nodes"));
+      }
+      if (named != 0 && named != m.spec.endpoints_size())
+        errors_.push_back(m.error("spec.endpoints", "either every endpoint names its node or none does"));
+    }
+  }
+
   void model(Snapshot& snap, const Resource<v1::Model>& m) {
     const auto& spec = m.spec;
     ModelConfig mc;
@@ -796,13 +851,18 @@ CompileResult compile(const Resources& resources, std::uint64_t version) {
   return result;
 }
 
-CompileResult loadAndCompile(const std::string& path, std::uint64_t version) {
+CompileResult loadAndCompile(const std::string& path, std::uint64_t version, const Labels& labels) {
   CompileResult result;
   {
     YamlLoader loader;
     loader.loadPath(path);
     if (!loader.errors().empty()) return CompileResult{nullptr, loader.errors()};
     result = compile(loader.resources(), version);
+    if (result.snapshot && !loader.resources().meshes.empty()) {
+      Resources mine = loader.resources();
+      applyMesh(mine, labels);
+      result = compile(mine, version);
+    }
   }
   // Parsing a large config leaves many freed small blocks (YAML nodes,
   // protos); hand them back to the OS instead of keeping them as idle RSS.

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "proxy/config/config_error.h"
+#include "proxy/config/node_selector.h"
 #include "proxy/config/resources.h"
 #include "proxy/config/snapshot.h"
 
@@ -20,7 +21,8 @@ struct CompileResult {
 CompileResult compile(const Resources& resources, std::uint64_t version);
 
 // Loads a file or directory and compiles it: the one path used at start,
-// on SIGHUP and by tools.
-CompileResult loadAndCompile(const std::string& path, std::uint64_t version);
+// on SIGHUP and by tools. With a Mesh in it, the whole config is checked,
+// then compiled as the proxy with `labels` sees it (applyMesh).
+CompileResult loadAndCompile(const std::string& path, std::uint64_t version, const Labels& labels = {});
 
 }  // namespace infermesh::config

@@ -1,5 +1,10 @@
 #include "proxy/config/node_selector.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
 namespace infermesh::config {
 namespace {
 
@@ -12,7 +17,95 @@ bool selects(const Map& selector, const Labels& labels) {
   return true;
 }
 
+bool namesANode(const v1::Model& m) {
+  for (const auto& e : m.endpoints())
+    if (!e.node().empty()) return true;
+  return false;
+}
+
+// A sidecar's view of a model whose endpoints name nodes: one endpoint per
+// node, that node's proxy, spoken to as the Mesh says and asked for the
+// model by its own name. What only the hop next to the engine can do (its
+// health checks, load reports, credential) stays with the node proxy.
+void throughNodeProxies(v1::Model& m, const v1::Mesh& mesh, const std::string& name) {
+  std::vector<v1::Endpoint> out;
+  for (const auto& e : m.endpoints()) {
+    const v1::MeshNode* node = nullptr;
+    for (const auto& n : mesh.nodes())
+      if (n.name() == e.node()) node = &n;
+    if (node == nullptr) continue;  // validation names it
+    v1::Endpoint* into = nullptr;
+    for (auto& o : out)
+      if (o.address() == node->address()) into = &o;
+    if (into == nullptr) {
+      into = &out.emplace_back();
+      into->set_address(node->address());
+      into->set_region(node->region().empty() ? e.region() : node->region());
+      into->set_zone(node->zone().empty() ? e.zone() : node->zone());
+      into->set_priority(e.priority());
+    }
+    into->set_weight(into->weight() + (e.weight() ? e.weight() : 1));
+    into->set_capacity(into->capacity() + e.capacity());
+    into->set_priority(std::min(into->priority(), e.priority()));
+  }
+  m.clear_endpoints();
+  for (auto& e : out) *m.add_endpoints() = std::move(e);
+  m.set_upstream_model(name);
+  if (mesh.has_upstream_tls()) *m.mutable_upstream_tls() = mesh.upstream_tls();
+  else m.clear_upstream_tls();
+  m.set_upstream_protocol(!mesh.upstream_protocol().empty() ? mesh.upstream_protocol()
+                          : mesh.has_upstream_tls()        ? "auto"
+                                                           : "http2");
+  m.clear_health_check();
+  m.clear_load_report();
+  m.clear_upstream_credential();
+  m.clear_upstream_headers();
+}
+
 }  // namespace
+
+void applyMesh(Resources& out, const Labels& labels) {
+  if (out.meshes.empty()) return;
+  const v1::Mesh mesh = out.meshes.front().spec;  // a copy: cleared below
+  const bool node_proxy = !mesh.node_proxy_selector().empty() && selects(mesh.node_proxy_selector(), labels);
+  std::string node;
+  if (node_proxy) {
+    auto it = labels.find(mesh.node_label().empty() ? "kubernetes.io/hostname" : mesh.node_label());
+    if (it != labels.end()) node = it->second;
+  }
+  for (auto& m : out.models) {
+    if (!namesANode(m.spec)) continue;
+    bool local = false;
+    for (const auto& e : m.spec.endpoints()) local = local || (!node.empty() && e.node() == node);
+    if (!local) {
+      throughNodeProxies(m.spec, mesh, m.name);
+      continue;
+    }
+    // The engines on this node, called directly.
+    std::vector<v1::Endpoint> mine;
+    for (const auto& e : m.spec.endpoints())
+      if (e.node() == node) {
+        mine.push_back(e);
+        mine.back().clear_node();  // called directly from here
+      }
+    m.spec.clear_endpoints();
+    for (auto& e : mine) *m.spec.add_endpoints() = std::move(e);
+  }
+  bool has_listener = false;
+  for (const auto& l : out.listeners) has_listener = has_listener || l.name == mesh.listener();
+  if (node_proxy && has_listener) {
+    // Tried last: the model named in the request body, on the inbound listener.
+    Resource<v1::Route> inbound;
+    inbound.name = "mesh-inbound";
+    inbound.file = out.meshes.front().file;
+    inbound.line = out.meshes.front().line;
+    inbound.spec.mutable_match()->add_listeners(mesh.listener());
+    inbound.spec.set_order(std::numeric_limits<std::int32_t>::min());
+    out.routes.push_back(std::move(inbound));
+  }
+  // The view is derived: what is left names no node and needs no Mesh.
+  out.meshes.clear();
+}
 
 bool parseLabels(const std::string& text, Labels& out) {
   std::size_t start = 0;
@@ -91,6 +184,8 @@ Resources selectForNode(const Resources& all, const Labels& labels) {
     }
     out.policies.push_back(std::move(copy));
   }
+  out.meshes = all.meshes;
+  applyMesh(out, labels);
   return out;
 }
 

@@ -39,6 +39,7 @@ template <> inline std::string Resource<v1::Model>::document() const { return "M
 template <> inline std::string Resource<v1::Route>::document() const { return "Route/" + name; }
 template <> inline std::string Resource<v1::Tenant>::document() const { return "Tenant/" + name; }
 template <> inline std::string Resource<v1::Policy>::document() const { return "Policy/" + name; }
+template <> inline std::string Resource<v1::Mesh>::document() const { return "Mesh/" + name; }
 
 // Everything read from a config file or directory, in source order.
 struct Resources {
@@ -47,6 +48,9 @@ struct Resources {
   std::vector<Resource<v1::Route>> routes;
   std::vector<Resource<v1::Tenant>> tenants;
   std::vector<Resource<v1::Policy>> policies;
+  // Read by selectForNode (the control plane, or a proxy reading files),
+  // which derives each proxy's models and routes from it; never sent.
+  std::vector<Resource<v1::Mesh>> meshes;
 };
 
 }  // namespace infermesh::config

@@ -431,12 +431,12 @@ void YamlLoader::loadText(std::string_view text, const std::string& file) {
         }
       }
       if (!kind || !kind.IsScalar()) {
-        fail(doc, "kind", "is required (Listener, Model, Route, Tenant or Policy)");
+        fail(doc, "kind", "is required (Listener, Model, Route, Tenant, Policy or Mesh)");
         continue;
       }
       const std::string& k = kind.Scalar();
-      if (k != "Listener" && k != "Model" && k != "Route" && k != "Tenant" && k != "Policy") {
-        fail(kind, "kind", "unknown kind \"" + k + "\" (expected Listener, Model, Route, Tenant or Policy)");
+      if (k != "Listener" && k != "Model" && k != "Route" && k != "Tenant" && k != "Policy" && k != "Mesh") {
+        fail(kind, "kind", "unknown kind \"" + k + "\" (expected Listener, Model, Route, Tenant, Policy or Mesh)");
         continue;
       }
       where = k + "/" + name;
@@ -449,6 +449,7 @@ void YamlLoader::loadText(std::string_view text, const std::string& file) {
       else if (k == "Model") addResource(resources_.models, doc, spec, name, file, errors_);
       else if (k == "Tenant") addResource(resources_.tenants, doc, spec, name, file, errors_);
       else if (k == "Policy") addResource(resources_.policies, doc, spec, name, file, errors_);
+      else if (k == "Mesh") addResource(resources_.meshes, doc, spec, name, file, errors_);
       else addResource(resources_.routes, doc, spec, name, file, errors_);
     } catch (const YAML::Exception& e) {
       fail(doc, "", std::string("invalid document: ") + e.what());

@@ -145,7 +145,7 @@ struct Server::Impl {
       return;
     }
     const std::uint64_t version = next_version++;
-    auto result = config::loadAndCompile(options.config_path, version);
+    auto result = config::loadAndCompile(options.config_path, version, nodeLabels());
     if (result.snapshot && listenerKey(*result.snapshot) != listenerKey(*current)) {
       result.errors.push_back(config::ConfigError{options.config_path, "", "", 0,
                                                   "listeners (names or addresses) changed; restart the proxy to apply"});
@@ -483,9 +483,16 @@ struct Server::Impl {
     return {future.get()};
   }
 
+  // --node-labels (checked in main): which proxy of a Mesh this one is.
+  config::Labels nodeLabels() const {
+    config::Labels labels;
+    config::parseLabels(options.node_labels, labels);
+    return labels;
+  }
+
   bool loadInitialConfig() {
     if (options.control_plane.empty()) {
-      auto result = config::loadAndCompile(options.config_path, next_version++);
+      auto result = config::loadAndCompile(options.config_path, next_version++, nodeLabels());
       if (!result.snapshot) {
         spdlog::error("invalid config:\n{}", config::joinErrors(result.errors));
         return false;

@@ -72,10 +72,11 @@ class ControlPlaneTest : public ProxyTest {
     ASSERT_GT(control_admin, 0);
   }
 
-  Proxy startMeshProxy(const std::string& id, const std::string& role, const std::string& listener_name) {
+  Proxy startMeshProxy(const std::string& id, const std::string& role, const std::string& listener_name,
+                       const std::string& more_labels = "") {
     Proxy p;
     p.process = Process::start({bin_dir + "/proxy/infermesh-proxy", "--control-plane", xds, "--node-id", id,
-                                "--node-labels", "role=" + role, "--config-cache", dir.path() + "/" + id + ".cache",
+                                "--node-labels", "role=" + role + more_labels, "--config-cache", dir.path() + "/" + id + ".cache",
                                 "--admin", "127.0.0.1:0", "--workers", "1"},
                                dir.path() + "/" + id + ".log");
     p.admin = portOf(p.process->waitForLine("admin "));
@@ -195,6 +196,53 @@ TEST_F(ControlPlaneTest, ConfigDumpNamesTheYamlFileAndLine) {
     return dump.find("{\"name\":\"slow-model\"," + models_file + ",\"line\":8,") != std::string::npos;
   })) << dump;
   EXPECT_NE(dump.find("{\"name\":\"chat-model\"," + models_file + ",\"line\":3,"), std::string::npos) << dump;
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// Models written once under a Mesh: the sidecar reaches the engines through
+// their node's proxy, which calls them directly; the client sees one
+// x-infermesh-model and the hop in x-infermesh-hops.
+TEST_F(ControlPlaneTest, AMeshDerivesTheSidecarAndNodeProxyViews) {
+  control.reset();  // restarted below on the mesh config, so no proxy sees the one before
+  const std::string node_address = "127.0.0.1:" + std::to_string(freePort());
+  writeConfig("mesh.yaml",
+              "apiVersion: infermesh.io/v1\nkind: Mesh\nmetadata: {name: mesh}\nspec:\n"
+              "  nodeProxySelector: {role: node}\n  nodeLabel: node\n  listener: inbound\n"
+              "  nodes: [{name: gpu-1, address: '" + node_address + "'}]\n");
+  writeConfig("listeners.yaml",
+              listener("outbound", "sidecar") + "---\napiVersion: infermesh.io/v1\nkind: Listener\n"
+              "metadata: {name: inbound}\nspec: {address: '" + node_address + "', protocol: auto, "
+              "filters: [{name: router}], nodeSelector: {role: node}}\n");
+  writeConfig("routes.yaml", "apiVersion: infermesh.io/v1\nkind: Route\nmetadata: {name: api}\n"
+                             "spec: {match: {listeners: [outbound], pathPrefix: /v1/}}\n");
+  writeConfig("models.yaml",
+              "apiVersion: infermesh.io/v1\nkind: Model\nmetadata: {name: mesh-chat}\n"
+              "spec: {aliases: [chat-alias], upstreamModel: chat-model, endpoints: [{address: '" +
+                  fast_a.address() + "', node: gpu-1}]}\n");
+  startControlPlane("127.0.0.1:0");
+  Proxy node = startMeshProxy("node-1", "node", "inbound", ",node=gpu-1");
+  Proxy sidecar = startMeshProxy("sidecar-1", "sidecar", "outbound");
+  HttpResponse r;
+  EXPECT_TRUE(eventually([&] {
+    r = httpRequest(sidecar.port, "POST", "/v1/chat/completions", chatBody("chat-alias", false));
+    return r.status == 200;
+  })) << r.status << " " << r.body << "\nnode log:\n" << readFile(dir.path() + "/node-1.log");
+  EXPECT_EQ(r.headers["x-mock-server"], "fast-a");
+  EXPECT_EQ(r.headers["x-infermesh-model"], "mesh-chat");
+  EXPECT_EQ(r.headers["x-infermesh-hops"], "mesh-chat");
+  // The engine was asked for its own name, by the node proxy.
+  EXPECT_NE(r.body.find("\"model\":\"chat-model\""), std::string::npos) << r.body;
+  // The sidecar's endpoint is the node proxy; the node's is the engine.
+  const std::string sidecar_dump = httpGetBody(sidecar.admin, "/config_dump");
+  EXPECT_NE(sidecar_dump.find("\"address\":\"" + node_address + "\""), std::string::npos) << sidecar_dump;
+  EXPECT_EQ(sidecar_dump.find(fast_a.address()), std::string::npos) << sidecar_dump;
+  const std::string node_dump = httpGetBody(node.admin, "/config_dump");
+  EXPECT_NE(node_dump.find("\"address\":\"" + fast_a.address() + "\""), std::string::npos) << node_dump;
+  EXPECT_NE(node_dump.find("\"name\":\"mesh-inbound\""), std::string::npos) << node_dump;
 }
 
 TEST_F(ControlPlaneTest, ConfigMapStyleSymlinkSwapIsOneReload) {
