@@ -35,7 +35,7 @@ int usage() {
 }
 
 config::CompileResult load(const std::string& path) {
-  return config::loadAndCompile(path, 1);
+  return config::loadAndCheck(path, 1);
 }
 
 int validate(const std::string& path) {

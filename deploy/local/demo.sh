@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command 1: install what is missing, build, start two mock model
-# servers, the control plane with the YAML in deploy/local/ and a proxy that
-# takes its config from it, send real requests through the proxy, and show
-# where to look next.
+# servers, the control plane with the YAML in deploy/local/, a node proxy in
+# front of the servers and the app's sidecar proxy in front of it, both
+# configured by the control plane, send real requests through the mesh, and
+# show where to look next.
 # DEMO_ONCE=1 stops after the requests instead of waiting for Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +12,7 @@ BIN="${BUILD_DIR:-build}"
 RUN=/tmp/infermesh-demo
 mkdir -p "$RUN"
 
-for port in 18000 18001 18002 18080 19000 19901; do
+for port in 18000 18001 18002 18080 18443 19000 19901 19902; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port on 127.0.0.1 is in use (another demo still running?)" >&2
     exit 1
@@ -40,14 +41,18 @@ start "listening" "$RUN/mock-a.log" "$BIN/bench/infermesh-mock-model" --port 180
 start "listening" "$RUN/mock-b.log" "$BIN/bench/infermesh-mock-model" --port 18002 --name mock-b --models "$models" --chunk-delay-ms 80
 start "admin " "$RUN/control.log" "$BIN/controlplane/infermesh-control" --config-dir deploy/local \
   --xds-address 127.0.0.1:18000 --admin-address 127.0.0.1:19000
-rm -f "$RUN/proxy.cache"
+rm -f "$RUN/proxy.cache" "$RUN/node.cache"
+start "listener inbound" "$RUN/node.log" "$BIN/proxy/infermesh-proxy" --control-plane 127.0.0.1:18000 \
+  --node-id demo-node --node-labels role=node,node=local-node --config-cache "$RUN/node.cache" \
+  --admin 127.0.0.1:19902 --workers 1
 start "listener outbound" "$RUN/proxy.log" "$BIN/proxy/infermesh-proxy" --control-plane 127.0.0.1:18000 \
   --node-id demo-sidecar --node-labels role=sidecar --config-cache "$RUN/proxy.cache" \
   --admin 127.0.0.1:19901 --workers 2
 
 echo
 echo "== infermesh is running: mock model servers on :18001 and :18002, the control plane"
-echo "   (xDS :18000, admin :19000) and a proxy on :18080 configured by it"
+echo "   (xDS :18000, admin :19000), the node proxy in front of the servers (:18443) and the"
+echo "   app's sidecar (:18080) in front of it, both configured by the control plane"
 echo
 echo "== POST /v1/chat/completions as tenant team-a (its API key: sk-demo-team-a; model \"llama3\","
 echo "   an alias of llama-3-8b-instruct)"
@@ -57,8 +62,9 @@ curl -sS -D "$RUN/headers.txt" http://127.0.0.1:18080/v1/chat/completions -H "$K
   -H 'content-type: application/json' \
   -d '{"model":"llama3","messages":[{"role":"user","content":"Say hello to the mesh"}]}'
 echo
-grep -iE '^(x-mock-server|x-infermesh-model|x-request-id|x-ratelimit-(limit|remaining)-tokens)' "$RUN/headers.txt" | sed 's/^/   /'
-echo "   (usage above: the tokens the model reported; team-a's limit reserved them before the call)"
+grep -iE '^(x-mock-server|x-infermesh-model|x-infermesh-hops|x-request-id|x-ratelimit-(limit|remaining)-tokens)' "$RUN/headers.txt" | sed 's/^/   /'
+echo "   (usage above: the tokens the model reported; team-a's limit reserved them before the call;"
+echo "   x-infermesh-hops: the model the node proxy served, one hop further in)"
 echo
 echo "== the same request, streamed (SSE, one event per token)"
 curl -sSN http://127.0.0.1:18080/v1/chat/completions -H "$KEY_A" \
@@ -120,12 +126,12 @@ cat <<TXT
 
 Where to look next:
   proxy metrics       curl http://127.0.0.1:19901/metrics
-  proxy config dump   curl http://127.0.0.1:19901/config_dump
+  proxy config dump   curl http://127.0.0.1:19901/config_dump   (node proxy: :19902)
   control plane       curl http://127.0.0.1:19000/status   (and /metrics)
   dashboards, alerts  deploy/observability/ (Grafana dashboard, Prometheus rules; docs/observability.md)
   access log          $RUN/access.log
   audit log           $RUN/audit.log   (check: $BIN/controlplane/infermeshctl audit verify $RUN/audit.log)
-  logs                $RUN/proxy.log  $RUN/control.log
+  logs                $RUN/proxy.log  $RUN/node.log  $RUN/control.log
   change the config   edit deploy/local/*.yaml: the control plane pushes it to the proxy
   check a change      $BIN/controlplane/infermeshctl validate deploy/local
   explain a request   $BIN/controlplane/infermeshctl explain --config-dir deploy/local --model llama3

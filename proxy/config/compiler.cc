@@ -851,23 +851,42 @@ CompileResult compile(const Resources& resources, std::uint64_t version) {
   return result;
 }
 
-CompileResult loadAndCompile(const std::string& path, std::uint64_t version, const Labels& labels) {
+namespace {
+
+// labels == nullptr: the config as written (tools, the control plane's
+// check); otherwise the view of the proxy with those labels.
+CompileResult loadFile(const std::string& path, std::uint64_t version, const Labels* labels) {
   CompileResult result;
   {
     YamlLoader loader;
     loader.loadPath(path);
     if (!loader.errors().empty()) return CompileResult{nullptr, loader.errors()};
     result = compile(loader.resources(), version);
-    if (result.snapshot && !loader.resources().meshes.empty()) {
-      Resources mine = loader.resources();
-      applyMesh(mine, labels);
-      result = compile(mine, version);
+    if (result.snapshot && labels && !loader.resources().meshes.empty()) {
+      if (labels->empty()) {
+        result.snapshot.reset();
+        result.errors.push_back(loader.resources().meshes.front().error(
+            "", "this config describes a mesh: start the proxy with --node-labels saying which of its "
+                "proxies it is (e.g. role=sidecar)"));
+      } else {
+        result = compile(selectForNode(loader.resources(), *labels), version);
+      }
     }
   }
   // Parsing a large config leaves many freed small blocks (YAML nodes,
   // protos); hand them back to the OS instead of keeping them as idle RSS.
   ::malloc_trim(0);
   return result;
+}
+
+}  // namespace
+
+CompileResult loadAndCompile(const std::string& path, std::uint64_t version, const Labels& labels) {
+  return loadFile(path, version, &labels);
+}
+
+CompileResult loadAndCheck(const std::string& path, std::uint64_t version) {
+  return loadFile(path, version, nullptr);
 }
 
 bool ModelConfig::setsHeader(std::string_view name) const {

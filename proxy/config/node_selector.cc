@@ -94,6 +94,19 @@ void applyMesh(Resources& out, const Labels& labels) {
   bool has_listener = false;
   for (const auto& l : out.listeners) has_listener = has_listener || l.name == mesh.listener();
   if (node_proxy && has_listener) {
+    // The sidecar already chose the model (split, fallback, capability);
+    // a route that names no listener does not choose again on the mesh
+    // listener. One that names it explicitly still applies.
+    std::vector<Resource<v1::Route>> kept;
+    for (auto& r : out.routes) {
+      if (r.spec.match().listeners().empty()) {
+        for (const auto& l : out.listeners)
+          if (l.name != mesh.listener()) r.spec.mutable_match()->add_listeners(l.name);
+        if (r.spec.match().listeners().empty()) continue;
+      }
+      kept.push_back(std::move(r));
+    }
+    out.routes = std::move(kept);
     // Tried last: the model named in the request body, on the inbound listener.
     Resource<v1::Route> inbound;
     inbound.name = "mesh-inbound";

@@ -66,6 +66,13 @@ metadata: {name: chat}
 spec:
   match: {listeners: [outbound], models: [chat]}
   split: [{model: chat-v1, weight: 90}, {model: chat-v2, weight: 10}]
+---
+apiVersion: infermesh.io/v1
+kind: Route
+metadata: {name: everywhere}
+spec:
+  match: {pathPrefix: /v1/}
+  fallbacks: [{model: hosted, on: ["429"]}]
 )";
 
 Resources load(const std::string& text) {
@@ -108,8 +115,9 @@ TEST(MeshView, ASidecarReachesEachNodeThroughItsProxy) {
   // A model without nodes is left as written.
   EXPECT_EQ(model(view, "hosted").spec.endpoints(0).address(), "127.0.0.1:9443");
   // The sidecar's own routes only.
-  ASSERT_EQ(view.routes.size(), 1u);
+  ASSERT_EQ(view.routes.size(), 2u);
   EXPECT_EQ(view.routes[0].name, "chat");
+  EXPECT_EQ(view.routes[1].name, "everywhere");
   auto compiled = compile(view, 1);
   EXPECT_TRUE(compiled.snapshot) << joinErrors(compiled.errors);
 }
@@ -125,6 +133,8 @@ TEST(MeshView, ANodeProxyCallsItsOwnEnginesAndServesAnyModelByName) {
   EXPECT_TRUE(v1.has_health_check());
   // chat-v2 runs on gpu-2 only: forwarded to that node's proxy.
   EXPECT_EQ(model(view, "chat-v2").spec.endpoints(0).address(), "10.0.0.2:18443");
+  // A route naming no listener does not decide again on the mesh listener
+  // (the node proxy has no other): only the derived one is left.
   ASSERT_EQ(view.routes.size(), 1u);
   EXPECT_EQ(view.routes[0].name, "mesh-inbound");
   EXPECT_EQ(view.routes[0].spec.match().listeners(0), "inbound");

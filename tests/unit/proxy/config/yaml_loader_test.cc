@@ -321,9 +321,35 @@ TEST_F(LoaderTest, MissingPathIsAnError) {
 TEST_F(LoaderTest, ShippedConfigsCompile) {
   for (const char* dir : {"deploy/local", "deploy/examples/mesh-tls", "deploy/examples/grpc", "deploy/examples/governance",
                           "deploy/examples/ratelimit"}) {
-    auto r = loadAndCompile(std::string(INFERMESH_SOURCE_DIR) + "/" + dir, 1);
+    auto r = loadAndCheck(std::string(INFERMESH_SOURCE_DIR) + "/" + dir, 1);
     EXPECT_TRUE(r.snapshot) << dir << ":\n" << joinErrors(r.errors);
   }
+}
+
+// deploy/local is a mesh: each of its proxies gets its own view, and a
+// proxy that does not say which one it is is told so.
+TEST_F(LoaderTest, TheLocalMeshHasASidecarAndANodeProxyView) {
+  const std::string dir = std::string(INFERMESH_SOURCE_DIR) + "/deploy/local";
+  auto sidecar = loadAndCompile(dir, 1, {{"role", "sidecar"}});
+  ASSERT_TRUE(sidecar.snapshot) << joinErrors(sidecar.errors);
+  ASSERT_EQ(sidecar.snapshot->listeners.size(), 1u);
+  EXPECT_EQ(sidecar.snapshot->listeners[0].name, "outbound");
+  auto node = loadAndCompile(dir, 1, {{"role", "node"}, {"node", "local-node"}});
+  ASSERT_TRUE(node.snapshot) << joinErrors(node.errors);
+  ASSERT_EQ(node.snapshot->listeners.size(), 1u);
+  EXPECT_EQ(node.snapshot->listeners[0].name, "inbound");
+  auto unnamed = loadAndCompile(dir, 1, {});
+  EXPECT_FALSE(unnamed.snapshot);
+  EXPECT_NE(joinErrors(unnamed.errors).find("--node-labels"), std::string::npos) << joinErrors(unnamed.errors);
+}
+
+TEST_F(LoaderTest, TheMutualTlsMeshExampleHasBothViews) {
+  const std::string dir = std::string(INFERMESH_SOURCE_DIR) + "/deploy/examples/mesh-tls";
+  auto sidecar = loadAndCompile(dir, 1, {{"role", "sidecar"}});
+  ASSERT_TRUE(sidecar.snapshot) << joinErrors(sidecar.errors);
+  auto node = loadAndCompile(dir, 1, {{"role", "node"}, {"kubernetes.io/hostname", "gpu-node-2"}});
+  ASSERT_TRUE(node.snapshot) << joinErrors(node.errors);
+  EXPECT_EQ(node.snapshot->listeners.size(), 1u);
 }
 
 }  // namespace
