@@ -17,6 +17,7 @@
 #include "router_stand_in.h"
 #include "infermesh/discovery/v1/discovery.pb.h"
 #include "proxy/config/compiler.h"
+#include "proxy/config/node_selector.h"
 #include "proxy/config/yaml_loader.h"
 #include "proxy/xds_client/ads_client.h"
 #include "xds/resource_types.h"
@@ -32,18 +33,21 @@ using namespace infermesh;
 
 namespace {
 
-// deploy/local as the control plane would serve it: one response per type.
+// deploy/local as the control plane would serve it to the demo's sidecar
+// (deploy/local is a Mesh: each proxy gets its own view): one response per
+// type.
 std::map<std::string, dv1::DiscoveryResponse> baseline() {
   infermesh::fuzz::registerRouterStandIn();
   config::YamlLoader loader;
   loader.loadPath(std::string(INFERMESH_SOURCE_DIR) + "/deploy/local");
   FUZZ_CHECK(loader.errors().empty());
+  const config::Resources view = config::selectForNode(loader.resources(), {{"role", "sidecar"}});
   xds::SnapshotBuilder builder;
-  for (const auto& r : loader.resources().models) builder.add(r.name, r.spec);
-  for (const auto& r : loader.resources().listeners) builder.add(r.name, r.spec);
-  for (const auto& r : loader.resources().routes) builder.add(r.name, r.spec);
-  for (const auto& r : loader.resources().tenants) builder.add(r.name, r.spec);
-  for (const auto& r : loader.resources().policies) builder.add(r.name, r.spec);
+  for (const auto& r : view.models) builder.add(r.name, r.spec);
+  for (const auto& r : view.listeners) builder.add(r.name, r.spec);
+  for (const auto& r : view.routes) builder.add(r.name, r.spec);
+  for (const auto& r : view.tenants) builder.add(r.name, r.spec);
+  for (const auto& r : view.policies) builder.add(r.name, r.spec);
   const auto snapshot = builder.build();
   std::map<std::string, dv1::DiscoveryResponse> out;
   for (const auto& type : xds::pushOrder()) {
