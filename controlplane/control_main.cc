@@ -1,6 +1,9 @@
 // infermesh-control: loads the YAML config directory, validates it with the
 // proxy's own loader and compiler, and pushes per-node snapshots to every
 // connected proxy over the aggregated discovery service. See docs/control-plane.md.
+#include <array>
+#include <functional>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <grpcpp/grpcpp.h>
@@ -17,8 +20,10 @@
 
 #include "controlplane/ads_service.h"
 #include "controlplane/dir_watcher.h"
+#include "controlplane/injector.h"
 #include "controlplane/iso_time.h"
 #include "controlplane/snapshot_cache.h"
+#include "controlplane/webhook_server.h"
 #include "proxy/common/json_string.h"
 #include "proxy/config/compiler.h"
 #include "proxy/config/yaml_loader.h"
@@ -33,14 +38,22 @@ struct Options {
   std::string xds_address = "127.0.0.1:18000";
   std::string admin_address = "127.0.0.1:19000";
   std::string log_level = "info";
+  // The sidecar injector (all four, or none).
+  std::string webhook_address;
+  std::string webhook_cert;
+  std::string webhook_key;
+  std::string inject_config;
 };
 
 void usage() {
   std::fprintf(stderr,
                "usage: infermesh-control --config-dir DIR [--xds-address ADDR] [--admin-address ADDR] [--log-level L]\n"
+               "                         [--webhook-address ADDR --webhook-cert F --webhook-key F --inject-config F]\n"
                "  --config-dir     directory of Listener, Model and Route YAML documents (watched)\n"
                "  --xds-address    gRPC ADS listener (default 127.0.0.1:18000; port 0 picks one)\n"
-               "  --admin-address  /status /metrics /healthz /ready (default 127.0.0.1:19000)\n");
+               "  --admin-address  /status /metrics /healthz /ready (default 127.0.0.1:19000)\n"
+               "  --webhook-*      the sidecar injector: HTTPS listener (POST /inject), its certificate and key\n"
+               "  --inject-config  what the injector adds to a pod (YAML; docs/kubernetes.md)\n");
 }
 
 // Loads and validates the directory; on success the cache gets a new
@@ -128,6 +141,10 @@ int main(int argc, char** argv) {
     else if (a == "--xds-address") opt.xds_address = v;
     else if (a == "--admin-address") opt.admin_address = v;
     else if (a == "--log-level") opt.log_level = v;
+    else if (a == "--webhook-address") opt.webhook_address = v;
+    else if (a == "--webhook-cert") opt.webhook_cert = v;
+    else if (a == "--webhook-key") opt.webhook_key = v;
+    else if (a == "--inject-config") opt.inject_config = v;
     else {
       usage();
       return 2;
@@ -136,6 +153,20 @@ int main(int argc, char** argv) {
   if (opt.config_dir.empty()) {
     usage();
     return 2;
+  }
+  const int webhook_flags = !opt.webhook_address.empty() + !opt.webhook_cert.empty() + !opt.webhook_key.empty() +
+                            !opt.inject_config.empty();
+  if (webhook_flags != 0 && webhook_flags != 4) {
+    std::fprintf(stderr, "infermesh-control: the injector needs --webhook-address, --webhook-cert, --webhook-key "
+                         "and --inject-config together\n");
+    return 2;
+  }
+  controlplane::InjectorConfig inject;
+  if (!opt.inject_config.empty()) {
+    if (std::string error; !controlplane::loadInjectorConfig(opt.inject_config, inject, error)) {
+      std::fprintf(stderr, "infermesh-control: %s\n", error.c_str());
+      return 2;
+    }
   }
   spdlog::set_default_logger(spdlog::stderr_color_mt("infermesh-control"));
   spdlog::set_level(spdlog::level::from_str(opt.log_level));
@@ -171,6 +202,8 @@ int main(int argc, char** argv) {
     if (loader.load()) ads.pushAll();
   });
 
+  // Set once the webhook runs: copies its TLS counters into the registry.
+  std::function<void()> webhook_stats;
   std::unique_ptr<proxy::AdminHttpServer> admin;
   try {
     admin = std::make_unique<proxy::AdminHttpServer>(io, opt.admin_address, [&](std::string_view path) {
@@ -194,6 +227,7 @@ int main(int argc, char** argv) {
         r.body += ",\"proxies\":" + ads.streamsJson() + "}";
       } else if (path == "/metrics") {
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        if (webhook_stats) webhook_stats();
         r.body = prometheus::TextSerializer().Serialize(registry->Collect());
       } else {
         r.status = 404;
@@ -207,11 +241,60 @@ int main(int argc, char** argv) {
   }
   admin->start();
   std::printf("xds %s\nadmin %s\n", xds_bound.c_str(), admin->boundAddress().c_str());
+
+  std::unique_ptr<controlplane::WebhookServer> webhook;
+  if (!opt.webhook_address.empty()) {
+    auto& injections = prometheus::BuildCounter()
+                           .Name("infermesh_control_injections_total")
+                           .Help("Pod admission reviews answered by the sidecar injector, by result")
+                           .Register(*registry);
+    std::array<prometheus::Counter*, 3> by_outcome{};
+    for (std::size_t i = 0; i < by_outcome.size(); ++i) {
+      by_outcome[i] = &injections.Add({{"result", controlplane::kReviewOutcomeNames[i]}});
+    }
+    try {
+      webhook = std::make_unique<controlplane::WebhookServer>(
+          io, opt.webhook_address, opt.webhook_cert, opt.webhook_key,
+          [&inject, by_outcome](std::string_view path, std::string_view body) {
+            if (path != "/inject") return controlplane::WebhookResponse{404, R"({"error":"webhook paths: /inject"})"};
+            controlplane::ReviewAnswer answer = controlplane::review(body, inject);
+            by_outcome[static_cast<std::size_t>(answer.outcome)]->Increment();
+            if (answer.outcome == controlplane::ReviewOutcome::Error) {
+              spdlog::warn("inject: refused review: {}", answer.reason);
+            } else {
+              spdlog::info("inject: {}: {}", controlplane::kReviewOutcomeNames[static_cast<int>(answer.outcome)],
+                           answer.reason);
+            }
+            return controlplane::WebhookResponse{answer.http_status, std::move(answer.body)};
+          });
+    } catch (const std::exception& e) {
+      spdlog::error("cannot start the injector webhook on {}: {}", opt.webhook_address, e.what());
+      return 1;
+    }
+    webhook->start();
+    auto& tls_events = prometheus::BuildCounter()
+                           .Name("infermesh_control_webhook_tls_total")
+                           .Help("Injector webhook TLS events: failed handshakes, certificate reloads and failed reloads")
+                           .Register(*registry);
+    webhook_stats = [w = webhook.get(), handshake = &tls_events.Add({{"event", "handshake_failed"}}),
+                     reload = &tls_events.Add({{"event", "cert_reloaded"}}),
+                     reload_failed = &tls_events.Add({{"event", "cert_reload_failed"}})] {
+      const auto sync = [](prometheus::Counter* c, std::uint64_t total) {
+        c->Increment(static_cast<double>(total) - c->Value());
+      };
+      sync(handshake, w->handshakeFailures());
+      sync(reload, w->certReloads());
+      sync(reload_failed, w->certReloadFailures());
+    };
+    std::printf("webhook %s\n", webhook->boundAddress().c_str());
+    spdlog::info("infermesh-control: injector webhook https://{}/inject", webhook->boundAddress());
+  }
   std::fflush(stdout);
   spdlog::info("infermesh-control: xds {} admin {}", xds_bound, admin->boundAddress());
 
   signals.async_wait([&](auto, int) {
     admin->close();
+    if (webhook) webhook->close();
     io.stop();
   });
   io.run();
